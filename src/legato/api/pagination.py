@@ -1,0 +1,27 @@
+"""Cursor pagination: opaque cursors, `limit` capped at 100."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Query
+
+from legato.errors import ValidationFailed
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (max 100)")]
+Cursor = Annotated[str | None, Query(description="From the previous page's next_cursor")]
+
+
+def encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationFailed("invalid cursor", code="INVALID_CURSOR") from exc

@@ -1,0 +1,307 @@
+"""Request and response bodies (XCreate / XPublic), and their construction from domain objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from legato.health import HealthState
+from legato.platform import ServiceView
+from legato.store import Deployment, Event, Token
+
+T = TypeVar("T")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    code: str
+    details: Any = None
+    request_id: str
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# services ---------------------------------------------------------------------------------
+
+
+class DeployRequest(_In):
+    services: list[dict[str, Any]] = Field(
+        description="Service specs (SPEC §2); each is validated on its own", max_length=100
+    )
+
+
+class DeployResponse(BaseModel):
+    deployed: list[str]
+    errors: list[dict[str, Any]]
+    deployments: list[dict[str, Any]]
+
+
+class ScaleRequest(_In):
+    replicas: int = Field(ge=0, le=100)
+
+
+class ScaleResponse(BaseModel):
+    message: str
+    name: str
+    previous_replicas: int
+    current_replicas: int
+    status_url: str
+
+
+class Accepted(BaseModel):
+    message: str
+    name: str
+    status_url: str
+    deployment_id: str | None = None
+
+
+class RemoveResponse(BaseModel):
+    message: str
+    name: str
+    containers_removed: int
+    keep_data: bool
+
+
+class ReplicaCounts(BaseModel):
+    desired: int
+    current: int
+    healthy: int
+
+
+class ContainerPublic(BaseModel):
+    id: str
+    name: str
+    node: str
+    port: int | None
+    status: str
+    health: str
+    started_at: datetime | None
+    deployment: str
+    slot: int
+
+
+class DeploymentSummary(BaseModel):
+    id: str
+    number: int
+    status: str
+    image: str
+    image_id: str | None
+    reason: str
+    error: str | None
+    created_at: datetime
+
+
+class ServicePublic(BaseModel):
+    name: str
+    project: str
+    environment: str
+    status: str
+    image: str | None
+    domains: list[str]
+    internal: bool
+    port: int | None
+    replicas: ReplicaCounts
+    deployment: DeploymentSummary | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ServiceDetail(ServicePublic):
+    containers: list[ContainerPublic]
+
+
+class StatusEntry(BaseModel):
+    name: str
+    project: str
+    status: str
+    replicas: int
+    running_replicas: int
+    healthy_replicas: int
+    image: str | None
+    domain: str | None
+
+
+class StatusResponse(BaseModel):
+    services: list[StatusEntry]
+
+
+class DeploymentCreate(_In):
+    image: str | None = None
+    env: dict[str, str] | None = None
+    reason: str = Field("redeploy", max_length=200)
+
+
+class DeploymentPublic(DeploymentSummary):
+    service: str
+    actor: str
+    previous_id: str | None
+    updated_at: datetime
+    steps: list[dict[str, Any]]
+    spec: dict[str, Any]
+
+
+class EventPublic(BaseModel):
+    id: int
+    service: str
+    type: str
+    message: str
+    details: dict[str, Any]
+    timestamp: datetime
+
+
+class ReplicaHealth(BaseModel):
+    id: str
+    name: str
+    port: int | None
+    health: str
+    last_check: datetime | None
+    consecutive_failures: int
+    consecutive_successes: int
+    last_error: str
+    response_time_ms: float | None
+
+
+class HealthReport(BaseModel):
+    name: str
+    health_check: dict[str, Any]
+    replicas: list[ReplicaHealth]
+
+
+class ProbePublic(BaseModel):
+    id: str
+    name: str
+    ok: bool
+    status_code: int | None
+    response_time_ms: float
+    error: str
+    health: str
+
+
+class ProbeReport(BaseModel):
+    name: str
+    results: list[ProbePublic]
+
+
+class LogLinePublic(BaseModel):
+    timestamp: datetime | None
+    replica: str
+    message: str
+
+
+class LogsResponse(BaseModel):
+    name: str
+    logs: list[LogLinePublic]
+    total_lines: int
+
+
+# tokens -----------------------------------------------------------------------------------
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["viewer", "deployer", "admin"] = "viewer"
+    expires_in_days: Literal[30, 90, 180, 365] | None = None
+    projects: list[str] = Field(default_factory=list, max_length=100)
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    role: str
+    projects: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The token itself; shown this once, never again")
+
+
+# system -----------------------------------------------------------------------------------
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    checks: dict[str, str]
+
+
+# construction -----------------------------------------------------------------------------
+
+
+def deployment_summary(deployment: Deployment) -> DeploymentSummary:
+    return DeploymentSummary(
+        id=deployment.id, number=deployment.number, status=deployment.status,
+        image=deployment.spec.image, image_id=deployment.image_id, reason=deployment.reason,
+        error=deployment.error, created_at=deployment.created_at,
+    )
+
+
+def deployment_public(deployment: Deployment) -> DeploymentPublic:
+    return DeploymentPublic(
+        **deployment_summary(deployment).model_dump(),
+        service=deployment.service, actor=deployment.actor, previous_id=deployment.previous_id,
+        updated_at=deployment.updated_at, steps=list(deployment.steps),
+        spec=deployment.spec.to_json(),
+    )
+
+
+def service_public(view: ServiceView) -> ServicePublic:
+    spec = view.spec
+    service = view.service
+    return ServicePublic(
+        name=service.name, project=service.project, environment=service.environment,
+        status=view.status, image=spec.image if spec else None,
+        domains=list(spec.domains) if spec else [], internal=spec.internal if spec else False,
+        port=spec.port if spec else None,
+        replicas=ReplicaCounts(desired=service.desired_replicas, current=view.current,
+                               healthy=view.healthy),
+        deployment=deployment_summary(view.deployment) if view.deployment else None,
+        created_at=service.created_at, updated_at=service.updated_at,
+    )
+
+
+def service_detail(view: ServiceView) -> ServiceDetail:
+    containers = [
+        ContainerPublic(
+            id=r.id[:12], name=r.name, node=r.node, port=r.host_port, status=r.state,
+            health=view.health.get(r.id, "starting"), started_at=r.started_at,
+            deployment=r.deployment, slot=r.slot,
+        )
+        for r in sorted(view.replicas, key=lambda r: (r.slot, r.name))
+    ]
+    return ServiceDetail(**service_public(view).model_dump(), containers=containers)
+
+
+def event_public(event: Event) -> EventPublic:
+    return EventPublic(id=event.id, service=event.service, type=event.type,
+                       message=event.message, details=event.details, timestamp=event.created_at)
+
+
+def token_public(token: Token) -> TokenPublic:
+    return TokenPublic(
+        id=token.id, name=token.name, prefix=token.prefix, role=token.role,
+        projects=list(token.projects), created_at=token.created_at,
+        expires_at=token.expires_at, revoked_at=token.revoked_at, last_used_at=token.last_used_at,
+    )
+
+
+def replica_health(replica_id: str, name: str, port: int | None, state: HealthState) -> ReplicaHealth:
+    return ReplicaHealth(
+        id=replica_id[:12], name=name, port=port, health=state.status,
+        last_check=state.last_check, consecutive_failures=state.consecutive_failures,
+        consecutive_successes=state.consecutive_successes, last_error=state.last_error,
+        response_time_ms=state.response_time_ms,
+    )
+

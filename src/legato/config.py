@@ -1,0 +1,58 @@
+"""Settings: read once at start from the environment (LEGATO_*) or a config file, then passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "legato"
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEGATO_",
+        env_file=os.environ.get("LEGATO_CONFIG_FILE"),
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    api_host: str = "127.0.0.1"
+    api_port: int = 6880
+    edge_host: str = "0.0.0.0"
+    edge_http_port: int = 8080
+    edge_https_port: int = 8443
+    database_url: str = ""
+    instance: str = "default"
+    bootstrap_token: str = ""
+    docker_host: str = ""
+    haproxy_bin: str = "haproxy"
+    resync_interval_s: float = 10.0
+    log_level: str = "info"
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file; `database_url` may name another (sqlite:///path)."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return self.data_dir / "legato.db"
+
+    @property
+    def edge_dir(self) -> Path:
+        return self.data_dir / "edge"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def edge_url(self) -> str:
+        host = "127.0.0.1" if self.edge_host in ("0.0.0.0", "::") else self.edge_host
+        return f"http://{host}:{self.edge_http_port}"

@@ -1,0 +1,282 @@
+"""The platform: wires store, runtime, edge and reconciler, and offers the operations the API
+exposes. Routes parse and call these; these never build HTTP responses."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from legato.config import Settings
+from legato.edge.base import Edge
+from legato.errors import BadRequest, LegatoError, ValidationFailed
+from legato.health import ProbeResult
+from legato.reconcile.loop import Reconciler
+from legato.runtime.base import LogLine, Replica, Runtime
+from legato.spec import ServiceSpec
+from legato.store import Deployment, Service, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    deployed: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A service with what runs of it now."""
+
+    service: Service
+    deployment: Deployment | None
+    status: str
+    replicas: tuple[Replica, ...]
+    health: dict[str, str]
+
+    @property
+    def spec(self) -> ServiceSpec | None:
+        return self.deployment.spec if self.deployment else None
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.running and self.health.get(r.id) == "healthy")
+
+    @property
+    def current(self) -> int:
+        return sum(1 for r in self.replicas if r.running)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"],
+         "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False)
+    ]
+
+
+def parse_spec(raw: Any) -> ServiceSpec:
+    """A ServiceSpec from user input, or ValidationFailed naming each bad field."""
+    try:
+        return ServiceSpec.model_validate(raw)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details[0]
+        raise ValidationFailed(
+            f"invalid service spec: {first['field']}: {first['message']}",
+            details={"errors": details},
+        ) from exc
+
+
+class Platform:
+    """One Legato installation: its state, its runtime and its edge."""
+
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime, edge: Edge) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.edge = edge
+        self.reconciler = Reconciler(
+            store, runtime, edge, resync_interval_s=settings.resync_interval_s
+        )
+        self._teardowns: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.edge.start()
+        await self.reconciler.start(self.edge.routes())
+
+    async def close(self) -> None:
+        await self.reconciler.close()
+        await self.runtime.close()
+        self.store.close()
+
+    # services -------------------------------------------------------------------------------
+
+    async def deploy(self, raw_services: list[Any], *, actor: str) -> DeployResult:
+        """Apply seed 001's payload: every valid service is deployed, every bad one reported."""
+        deployed: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for index, raw in enumerate(raw_services):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            try:
+                spec = parse_spec(raw)
+                if spec.name in seen:
+                    raise ValidationFailed(f"service {spec.name} appears twice in one payload")
+                seen.add(spec.name)
+                service, deployment = await self.store.apply_spec(spec, actor=actor,
+                                                                  reason="deploy")
+            except LegatoError as exc:
+                errors.append({"index": index, "name": name, "error": exc.message,
+                               "code": exc.code, "details": exc.details})
+                continue
+            deployed.append({
+                "name": service.name,
+                "deployment_id": deployment.id if deployment else service.deployment_id,
+                "changed": deployment is not None,
+                "status_url": f"/api/v1/services/{service.name}",
+            })
+            self.reconciler.trigger(service.name)
+        return DeployResult(deployed, errors)
+
+    async def view(self, service: Service) -> ServiceView:
+        deployment = (await self.store.get_deployment(service.deployment_id)
+                      if service.deployment_id else None)
+        return self._view(service, deployment)
+
+    def _view(self, service: Service, deployment: Deployment | None) -> ServiceView:
+        replicas = tuple(r for r in self.reconciler.replicas_of(service.name) if not r.gone)
+        health = {r.id: self.reconciler.health.status(r.id) for r in replicas}
+        status = self.reconciler.status_of(service, deployment)
+        return ServiceView(service, deployment, status, replicas, dict(health))
+
+    async def describe(self, name: str) -> ServiceView:
+        return await self.view(await self.store.get_service(name))
+
+    async def list_views(
+        self, project: str | None = None, environment: str | None = None
+    ) -> list[ServiceView]:
+        services = await self.store.list_services(project, environment)
+        deployments = await self.store.deployments_by_id(
+            [s.deployment_id for s in services if s.deployment_id]
+        )
+        return [self._view(s, deployments.get(s.deployment_id or "")) for s in services]
+
+    async def scale(self, name: str, replicas: int, *, actor: str) -> tuple[Service, int]:
+        if not 0 <= replicas <= 100:
+            raise ValidationFailed("replicas must be between 0 and 100",
+                                   details={"replicas": replicas})
+        service, previous = await self.store.set_replicas(name, replicas)
+        await self.store.add_event(name, "scaling", f"scaled from {previous} to {replicas} replicas",
+                                   {"previous_replicas": previous, "new_replicas": replicas,
+                                    "trigger": "manual", "actor": actor})
+        self.reconciler.trigger(name)
+        return service, previous
+
+    async def set_running(self, name: str, running: bool, *, actor: str) -> Service:
+        service = await self.store.set_stopped(name, not running)
+        verb = "started" if running else "stopped"
+        await self.store.add_event(name, "lifecycle", f"service {verb}", {"actor": actor})
+        self.reconciler.trigger(name)
+        return service
+
+    async def redeploy(
+        self, name: str, *, actor: str, reason: str, changes: dict[str, Any] | None = None
+    ) -> Deployment:
+        """A new deployment of the current spec (with `changes` applied): restart, new image."""
+        service = await self.store.get_service(name)
+        if not service.deployment_id:
+            raise BadRequest(f"service {name} has nothing deployed yet")
+        current = await self.store.get_deployment(service.deployment_id)
+        raw = {**current.spec.to_json(), **(changes or {}), "replicas": service.replicas}
+        spec = parse_spec(raw)
+        if spec.name != name:
+            raise ValidationFailed("a deployment cannot rename its service")
+        deployment = await self.store.create_deployment(
+            spec, actor=actor, reason=reason, previous_id=service.deployment_id
+        )
+        self.reconciler.trigger(name)
+        return deployment
+
+    async def delete(self, name: str, *, keep_data: bool, actor: str) -> int:
+        """Forget the service now; its containers, route and volumes go in the background."""
+        await self.store.get_service(name)
+        count = len(self.reconciler.replicas_of(name))
+        await self.store.delete_service(name)
+        await self.store.add_event(name, "lifecycle", "service deleted",
+                                   {"actor": actor, "keep_data": keep_data})
+        task = asyncio.create_task(self._teardown(name, keep_data))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+        return count
+
+    async def _teardown(self, name: str, keep_data: bool) -> None:
+        self.reconciler.trigger(name)
+        await self.reconciler.settled(name)
+        if not keep_data:
+            await self.runtime.remove_volumes(name)
+
+    # logs and health ------------------------------------------------------------------------
+
+    def _pick(self, name: str, replica: str | None) -> list[Replica]:
+        replicas = list(self.reconciler.replicas_of(name))
+        if replica:
+            replicas = [r for r in replicas
+                        if replica in (r.name, r.id, r.id[:12], str(r.slot))]
+            if not replicas:
+                raise BadRequest(f"no replica {replica!r} in service {name}",
+                                 code="REPLICA_NOT_FOUND")
+        return sorted(replicas, key=lambda r: r.slot)
+
+    async def logs(
+        self, name: str, *, tail: int | None, since: datetime | None, replica: str | None
+    ) -> list[LogLine]:
+        await self.store.get_service(name)
+        chosen = self._pick(name, replica)
+
+        async def one(r: Replica) -> list[LogLine]:
+            return [line async for line in self.runtime.logs(r, tail=tail, since=since,
+                                                             follow=False)]
+
+        per_replica = await asyncio.gather(*(one(r) for r in chosen))
+        merged = list(heapq.merge(*per_replica, key=lambda line: line.timestamp or datetime.min))
+        return merged[-tail:] if tail is not None and tail >= 0 else merged
+
+    async def follow_logs(
+        self, name: str, *, tail: int | None, since: datetime | None, replica: str | None
+    ) -> AsyncGenerator[LogLine, None]:
+        """Check the request now; the returned stream yields lines until it is closed."""
+        await self.store.get_service(name)
+        chosen = [r for r in self._pick(name, replica) if r.running]
+        return self._follow(chosen, tail=tail, since=since)
+
+    async def _follow(
+        self, chosen: list[Replica], *, tail: int | None, since: datetime | None
+    ) -> AsyncGenerator[LogLine, None]:
+        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10_000)
+
+        async def pump(r: Replica) -> None:
+            async for line in self.runtime.logs(r, tail=tail, since=since, follow=True):
+                await queue.put(line)
+
+        tasks = [asyncio.create_task(pump(r)) for r in chosen]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def check_health(self, name: str) -> list[tuple[Replica, ProbeResult | None]]:
+        await self.store.get_service(name)
+        running = [r for r in self.reconciler.replicas_of(name) if r.running]
+        results = await asyncio.gather(
+            *(self.reconciler.health.check_now(r.id) for r in running)
+        )
+        self.reconciler.trigger(name)
+        return list(zip(running, results, strict=True))
+
+    # system ---------------------------------------------------------------------------------
+
+    async def checks(self) -> dict[str, str]:
+        """database, runtime and edge: "ok" or what went wrong."""
+
+        async def run(probe: Any) -> str:
+            try:
+                await asyncio.wait_for(probe(), timeout=3)
+            except Exception as exc:
+                return f"error: {exc}"[:200]
+            return "ok"
+
+        database, runtime, edge = await asyncio.gather(
+            run(self.store.ping), run(self.runtime.ping), run(self.edge.ping)
+        )
+        return {"database": database, "runtime": runtime, "edge": edge}

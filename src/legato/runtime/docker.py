@@ -1,0 +1,300 @@
+"""Docker Engine runtime, through the docker SDK's low-level client.
+
+Every SDK call blocks, so each runs on a dedicated thread pool (wide enough to start many
+replicas in parallel); the event loop only awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import docker
+import docker.errors
+
+from legato.errors import ImageNotFound, RuntimeFailure
+from legato.runtime.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_ENVIRONMENT,
+    LABEL_INSTANCE,
+    LABEL_PROJECT,
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    LogLine,
+    Replica,
+    ReplicaRequest,
+    RuntimeEvent,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_POOL = 32
+_LABEL_VOLUME = "legato.volume"
+
+
+class DockerRuntime:
+    """Replicas as containers on one Docker Engine."""
+
+    name = "docker"
+
+    def __init__(self, instance: str, base_url: str = "") -> None:
+        self.instance = instance
+        self._api = docker.APIClient(
+            base_url=base_url or "unix:///var/run/docker.sock", version="auto",
+            timeout=120, max_pool_size=_POOL,
+        )
+        self._pool = ThreadPoolExecutor(_POOL, thread_name_prefix="docker")
+        self._inspected: dict[tuple[str, str], Replica] = {}
+        self.node = str(self._api.info().get("Name", "local"))
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"docker: {exc.explanation or exc}") from exc
+        except Exception as exc:  # requests' connection errors and friends
+            if isinstance(exc, RuntimeFailure | ImageNotFound):
+                raise
+            raise RuntimeFailure(f"docker: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._call(self._api.ping)
+
+    async def resolve_image(self, reference: str) -> str:
+        try:
+            image = await self._call(self._api.inspect_image, reference)
+        except docker.errors.NotFound:
+            try:
+                await self._call(self._api.pull, reference)
+                image = await self._call(self._api.inspect_image, reference)
+            except (docker.errors.NotFound, RuntimeFailure) as exc:
+                reason = exc.message if isinstance(exc, RuntimeFailure) else "no such image"
+                raise ImageNotFound(reference, reason.removeprefix("docker: ")) from exc
+        return str(image["Id"])
+
+    async def start_replica(self, request: ReplicaRequest) -> Replica:
+        name = f"lg-{self.instance}-{request.service}-{request.slot}-{secrets.token_hex(3)}"
+        labels = {
+            **request.labels,
+            LABEL_INSTANCE: self.instance,
+            LABEL_SERVICE: request.service,
+            LABEL_PROJECT: request.project,
+            LABEL_ENVIRONMENT: request.environment,
+            LABEL_DEPLOYMENT: request.deployment,
+            LABEL_REPLICA: str(request.slot),
+        }
+        binds = {}
+        for volume, path in request.volumes.items():
+            full = self.volume_name(request.service, volume)
+            await self._call(
+                self._api.create_volume, full,
+                labels={LABEL_INSTANCE: self.instance, LABEL_SERVICE: request.service,
+                        _LABEL_VOLUME: volume},
+            )
+            binds[full] = {"bind": path, "mode": "rw"}
+        host_config = self._api.create_host_config(
+            port_bindings={request.port: ("127.0.0.1", None)},
+            binds=binds or None,
+            init=True,
+            mem_limit=request.memory_bytes,
+            nano_cpus=int(request.cpus * 1e9) if request.cpus else None,
+            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+        )
+        try:
+            created = await self._call(
+                self._api.create_container,
+                request.image,
+                command=list(request.command) if request.command else None,
+                name=name,
+                labels=labels,
+                environment=dict(request.env),
+                ports=[request.port],
+                host_config=host_config,
+            )
+        except docker.errors.NotFound as exc:
+            raise ImageNotFound(request.image) from exc
+        container_id = created["Id"]
+        try:
+            await self._call(self._api.start, container_id)
+        except (RuntimeFailure, docker.errors.NotFound):
+            with contextlib.suppress(Exception):
+                await self._call(self._api.remove_container, container_id, force=True)
+            raise
+        return await self._inspect(container_id)
+
+    async def _inspect(self, container_id: str) -> Replica:
+        data = await self._call(self._api.inspect_container, container_id)
+        replica = _replica_from_inspect(data, self.node)
+        self._inspected[(replica.id, replica.state)] = replica
+        return replica
+
+    async def list_replicas(self, service: str | None = None) -> list[Replica]:
+        labels = [f"{LABEL_INSTANCE}={self.instance}"]
+        if service:
+            labels.append(f"{LABEL_SERVICE}={service}")
+        summaries = await self._call(self._api.containers, all=True, filters={"label": labels})
+        keys = [(s["Id"], s["State"]) for s in summaries]
+        missing = [cid for cid, state in keys if (cid, state) not in self._inspected]
+        if missing:
+            results = await asyncio.gather(*(self._inspect(cid) for cid in missing),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, docker.errors.NotFound
+                ):
+                    raise result
+        if service is None:
+            live = set(keys)
+            for key in list(self._inspected):
+                if key not in live:
+                    del self._inspected[key]
+        return [self._inspected[k] for k in keys if k in self._inspected]
+
+    async def stop_replica(self, replica_id: str, timeout_s: float = 10) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            await self._call(self._api.stop, replica_id, timeout=int(timeout_s))
+
+    async def remove_replica(self, replica_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            await self._call(self._api.remove_container, replica_id, force=True)
+        for key in [k for k in self._inspected if k[0] == replica_id]:
+            del self._inspected[key]
+
+    def volume_name(self, service: str, volume: str) -> str:
+        return f"lg-{self.instance}-{service}-{volume}"
+
+    async def remove_volumes(self, service: str) -> int:
+        found = await self._call(
+            self._api.volumes,
+            filters={"label": [f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_SERVICE}={service}"]},
+        )
+        removed = 0
+        for volume in found.get("Volumes") or []:
+            with contextlib.suppress(docker.errors.NotFound):
+                await self._call(self._api.remove_volume, volume["Name"], force=True)
+                removed += 1
+        return removed
+
+    async def logs(
+        self,
+        replica: Replica,
+        *,
+        tail: int | None,
+        since: datetime | None,
+        follow: bool,
+    ) -> AsyncIterator[LogLine]:
+        options: dict[str, Any] = {"timestamps": True, "tail": "all" if tail is None else tail}
+        if since is not None:
+            options["since"] = since
+        if not follow:
+            raw = await self._call(self._api.logs, replica.id, stream=False, **options)
+            for line in cast(bytes, raw).decode(errors="replace").splitlines():
+                yield _log_line(replica.name, line)
+            return
+        stream = await self._call(self._api.logs, replica.id, stream=True, follow=True, **options)
+        async for chunk in self._drain(stream):
+            for line in chunk.decode(errors="replace").splitlines():
+                yield _log_line(replica.name, line)
+
+    async def _drain(self, stream: Any) -> AsyncIterator[bytes]:
+        """Read a blocking SDK stream on a thread; closing the consumer closes the stream."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
+        stopping = threading.Event()
+
+        def pump() -> None:
+            try:
+                for item in stream:
+                    if stopping.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except Exception as exc:  # the stream was closed under us, or Docker went away
+                log.debug("docker stream ended: %s", exc)
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        thread = threading.Thread(target=pump, daemon=True, name="docker-stream")
+        thread.start()
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            stopping.set()
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    async def watch(self) -> AsyncIterator[RuntimeEvent]:
+        filters = {
+            "type": ["container"],
+            "label": [f"{LABEL_INSTANCE}={self.instance}"],
+            "event": ["start", "die", "destroy", "oom"],
+        }
+        while True:
+            try:
+                stream = await self._call(self._api.events, decode=True, filters=filters)
+                async for raw in self._drain(stream):
+                    event = cast(dict[str, Any], raw)
+                    attributes = event.get("Actor", {}).get("Attributes", {})
+                    yield RuntimeEvent(
+                        action=str(event.get("Action", "")),
+                        service=str(attributes.get(LABEL_SERVICE, "")),
+                        replica_id=str(event.get("id", "")),
+                    )
+            except RuntimeFailure as exc:
+                log.warning("docker events stream failed, retrying: %s", exc.message)
+            await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; Python keeps microseconds.
+    head, _, rest = value.partition(".")
+    fraction = rest.rstrip("Z")[:6]
+    text = f"{head}.{fraction}" if fraction else head
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _replica_from_inspect(data: dict[str, Any], node: str) -> Replica:
+    labels = data["Config"]["Labels"] or {}
+    state = data["State"]
+    port = None
+    for bindings in (data["NetworkSettings"].get("Ports") or {}).values():
+        for binding in bindings or []:
+            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+                port = int(binding["HostPort"])
+                break
+    return Replica(
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        service=labels.get(LABEL_SERVICE, ""),
+        deployment=labels.get(LABEL_DEPLOYMENT, ""),
+        slot=int(labels.get(LABEL_REPLICA, "0")),
+        state=state["Status"],
+        node=node,
+        host_port=port,
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
+        error=state.get("Error") or ("out of memory" if state.get("OOMKilled") else ""),
+    )
+
+
+def _log_line(replica: str, line: str) -> LogLine:
+    stamp, _, message = line.partition(" ")
+    return LogLine(replica=replica, timestamp=_parse_time(stamp), message=message)

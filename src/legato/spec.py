@@ -1,0 +1,266 @@
+"""The service spec (SPEC §2): validated, frozen, no IO.
+
+Unknown fields are rejected, names are slugs, commands are argv lists: whatever reaches the
+runtime from here has already been checked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])?$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9*]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]|[KMGT]B|B)?$")
+_MEMORY_UNITS = {
+    None: 1, "B": 1,
+    "k": 1000, "K": 1000, "KB": 1000, "Ki": 1024,
+    "m": 1000**2, "M": 1000**2, "MB": 1000**2, "Mi": 1024**2,
+    "g": 1000**3, "G": 1000**3, "GB": 1000**3, "Gi": 1024**3,
+    "t": 1000**4, "T": 1000**4, "TB": 1000**4, "Ti": 1024**4,
+}
+MIN_MEMORY = 6 * 1024**2  # Docker refuses limits below 6 MiB
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from a memory quantity such as `512Mi`, `1G` or `268435456`."""
+    if isinstance(value, int):
+        amount = value
+    else:
+        match = _MEMORY.match(value.strip())
+        if not match:
+            raise ValueError(f"invalid memory quantity {value!r}: use e.g. 256Mi, 1Gi, 512M")
+        amount = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    if amount < MIN_MEMORY:
+        raise ValueError(f"memory must be at least 6Mi, got {value!r}")
+    return amount
+
+
+class HealthCheck(_Strict):
+    """An HTTP GET from the control plane to each replica."""
+
+    path: str = "/"
+    interval_s: float = Field(10.0, gt=0, le=3600)
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    failure_threshold: int = Field(3, ge=1, le=100)
+    success_threshold: int = Field(1, ge=1, le=100)
+    initial_delay_s: float = Field(0.0, ge=0, le=3600)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError("health check path must start with / and contain no spaces")
+        return value
+
+
+class Resources(_Strict):
+    memory: str | None = None
+    cpu: float | None = Field(None, gt=0, le=256)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_memory(value)
+        return value
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return parse_memory(self.memory) if self.memory is not None else None
+
+
+class Placement(_Strict):
+    node: str | None = None
+
+
+class Volume(_Strict):
+    name: Slug
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/") or value == "/":
+            raise ValueError("volume path must be an absolute path inside the container, not /")
+        return value
+
+
+class DeployConfig(_Strict):
+    strategy: Literal["rolling", "canary", "recreate"] = "rolling"
+    max_surge: int = Field(1, ge=0, le=100)
+    max_unavailable: int = Field(0, ge=0, le=100)
+    canary: int = Field(0, ge=0, le=100)
+    auto_promote: bool = False
+    min_healthy_s: float = Field(0.0, ge=0, le=3600)
+    progress_deadline_s: float = Field(120.0, gt=0, le=86400)
+    auto_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _progress(self) -> DeployConfig:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0")
+        return self
+
+
+class Scaling(_Strict):
+    mode: Literal["manual", "auto"] = "manual"
+    min_replicas: int = Field(1, ge=0, le=100)
+    max_replicas: int = Field(5, ge=1, le=100)
+    target_rps_per_replica: float | None = Field(None, gt=0)
+    max_p95_latency_ms: float | None = Field(None, gt=0)
+    max_cpu_percent: float | None = Field(None, gt=0, le=100)
+    max_memory_percent: float | None = Field(None, gt=0, le=100)
+    scale_out_threshold_pct: float = Field(80, gt=0, le=100)
+    scale_in_threshold_pct: float = Field(30, gt=0, le=100)
+    window_seconds: int = Field(60, ge=5, le=3600)
+    cooldown_seconds: int = Field(180, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class Sleep(_Strict):
+    idle_timeout_s: float = Field(0, ge=0)
+
+
+class ServiceSpec(_Strict):
+    """One service as the user asked for it."""
+
+    name: Slug
+    project: Slug = "default"
+    environment: Slug = "production"
+    image: str = Field(min_length=1, max_length=512)
+    command: list[str] | None = None
+    replicas: int = Field(1, ge=0, le=100)
+    port: int = Field(8080, ge=1, le=65535)
+    domains: tuple[str, ...] = ()
+    internal: bool = False
+    health_check: HealthCheck | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    placement: Placement = Field(default_factory=Placement)
+    volumes: tuple[Volume, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    scaling: Scaling = Field(default_factory=Scaling)
+    sleep: Sleep = Field(default_factory=Sleep)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """Fold `domain` into `domains` and `health` into `health_check`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "domain" in data:
+            domain = data.pop("domain")
+            if domain is not None:
+                if not isinstance(domain, str):
+                    raise ValueError("domain must be a string")
+                data["domains"] = [domain, *[d for d in data.get("domains") or [] if d != domain]]
+        if "health" in data:
+            path = data.pop("health")
+            if path is not None:
+                if "health_check" in data:
+                    raise ValueError("give either health or health_check, not both")
+                data["health_check"] = {"path": path}
+        if isinstance(data.get("env"), dict):
+            data["env"] = {k: _env_value(v) for k, v in data["env"].items()}
+        return data
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or value.startswith("-"):
+            raise ValueError("image must be an image reference such as nginx:alpine")
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError('command must be an argv list such as ["httpd", "-f"], not a shell string')
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_items(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0]):
+            raise ValueError("command must name a program")
+        return value
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: list[str] = []
+        for domain in value:
+            host = domain.strip().lower()
+            if not _HOSTNAME.match(host):
+                raise ValueError(f"invalid domain {domain!r}")
+            if host not in seen:
+                seen.append(host)
+        return tuple(seen)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith("legato.") or not key or len(key) > 128:
+                raise ValueError(f"invalid label {key!r}: the legato. prefix is reserved")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSpec:
+        if not self.domains and not self.internal:
+            object.__setattr__(self, "domains", (f"{self.name}.localhost",))
+        names = [v.name for v in self.volumes]
+        if len(names) != len(set(names)):
+            raise ValueError("volume names must be unique")
+        return self
+
+    @property
+    def health(self) -> HealthCheck:
+        """The health check in force: the spec's, or a GET / that accepts any answer below 500."""
+        return self.health_check or HealthCheck()
+
+    @property
+    def routed(self) -> bool:
+        return not self.internal and bool(self.domains)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _env_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
