@@ -15,7 +15,7 @@ from legato.store import Store, Token
 
 log = logging.getLogger(__name__)
 
-TOKEN_PREFIX = "lgt_"
+TOKEN_PREFIX = "lgt_"  # noqa: S105 - a prefix, not a secret
 TOKEN_PATTERN = re.compile(r"^lgt_[A-Za-z0-9_-]{43}$")
 EXPIRY_DAYS = (30, 90, 180, 365)
 

@@ -20,7 +20,8 @@ from pydantic import (
 
 SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])?$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9*]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$)(\*|{_LABEL})(\.{_LABEL})*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]|[KMGT]B|B)?$")
 _MEMORY_UNITS = {

@@ -100,9 +100,9 @@ class Legato:
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
         label = f"legato.instance={self.instance}"
-        for container in self.docker.containers.list(all=True, filters={"label": label}):
+        for container in self.docker.api.containers(all=True, filters={"label": label}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                container.remove(force=True)
+                self.docker.api.remove_container(container["Id"], force=True)
         for volume in self.docker.volumes.list(filters={"label": label}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 volume.remove(force=True)
@@ -129,7 +129,7 @@ class Legato:
             body = self.service(name)
             replicas = body["replicas"]
             ok = replicas["healthy"] == count and replicas["current"] == count
-            return body if ok and body["status"] == "running" or (ok and count == 0) else None
+            return body if (ok and body["status"] == "running") or (ok and count == 0) else None
 
         return wait_for(ready, timeout=timeout, what=f"{name} to have {count} healthy replicas")
 
@@ -143,9 +143,13 @@ class Legato:
         return items
 
     def containers(self, service: str) -> list[Any]:
-        return list(self.docker.containers.list(
-            all=True, filters={"label": [f"legato.instance={self.instance}",
-                                         f"legato.service={service}"]}))
+        """The service's containers as Docker sees them (skipping any removed meanwhile)."""
+        labels = [f"legato.instance={self.instance}", f"legato.service={service}"]
+        found = []
+        for summary in self.docker.api.containers(all=True, filters={"label": labels}):
+            with contextlib.suppress(docker.errors.NotFound):
+                found.append(self.docker.containers.get(summary["Id"]))
+        return found
 
 
 def service_spec(name: str, **overrides: Any) -> dict[str, Any]:

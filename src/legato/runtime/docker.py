@@ -195,7 +195,7 @@ class DockerRuntime:
     ) -> AsyncIterator[LogLine]:
         options: dict[str, Any] = {"timestamps": True, "tail": "all" if tail is None else tail}
         if since is not None:
-            options["since"] = since
+            options["since"] = since.timestamp()  # a float keeps sub-second precision
         if not follow:
             raw = await self._call(self._api.logs, replica.id, stream=False, **options)
             for line in cast(bytes, raw).decode(errors="replace").splitlines():

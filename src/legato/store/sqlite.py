@@ -278,9 +278,9 @@ class Store:
                 if steps and steps[-1].get("finished_at") is None:
                     steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
                 steps.append({"name": step, "started_at": _ts(stamp), "finished_at": None})
-            if status in ("successful", "failed", "cancelled", "rolled_back") and steps:
-                if steps[-1].get("finished_at") is None:
-                    steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
+            finished = status in ("successful", "failed", "cancelled", "rolled_back")
+            if finished and steps and steps[-1].get("finished_at") is None:
+                steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
             db.execute(
                 "UPDATE deployments SET status = ?, error = ?, image_id = ?, steps = ?, updated_at = ?"
                 " WHERE id = ?",

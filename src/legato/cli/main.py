@@ -1,0 +1,429 @@
+"""`legato`: each command is a call of the Python client, which is a call of the REST API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from legato.cli.output import error, print_json, print_table, when
+from legato.client import JSON, ApiError, Client, ConfigError, load_settings, write_config
+
+app = typer.Typer(help="Legato: run services on Docker behind HAProxy.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens: create, list, revoke (admin).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="API URL (default: LEGATO_URL or config)")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="API token (default: LEGATO_TOKEN or config)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw API response")]
+NameArg = Annotated[str, typer.Argument(help="Service name")]
+
+
+class Role(StrEnum):
+    """A token's role."""
+
+    viewer = "viewer"
+    deployer = "deployer"
+    admin = "admin"
+
+
+def make_client(url: str | None = None, token: str | None = None) -> Client:
+    """The CLI's one way to a client: flags first, then LEGATO_URL / LEGATO_TOKEN, then the config."""
+    settings = load_settings()
+    return Client(url or settings.url, token or settings.token)
+
+
+def fail(message: str) -> NoReturn:
+    """Print `error: message` to stderr and exit 1."""
+    error(f"error: {message}")
+    raise typer.Exit(1)
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn an ApiError (or a bad config file) into `error: <message> (<code>)` and exit 1."""
+    try:
+        yield
+    except ApiError as exc:
+        fail(f"{exc.message} ({exc.code})")
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def all_pages(fetch: Callable[[str | None], JSON]) -> list[Any]:
+    """Every item of a paginated listing."""
+    items: list[Any] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
+        page = fetch(cursor)
+        items.extend(page.get("items", []))
+        cursor = page.get("next_cursor")
+        if not cursor or cursor in seen:
+            return items
+        seen.add(cursor)
+
+
+@app.callback()
+def main() -> None:
+    """Legato: run services on Docker behind HAProxy."""
+
+
+@app.command()
+def server(
+    data_dir: Annotated[Path | None, typer.Option(envvar="LEGATO_DATA_DIR")] = None,
+    api_host: Annotated[str | None, typer.Option(envvar="LEGATO_API_HOST")] = None,
+    api_port: Annotated[int | None, typer.Option(envvar="LEGATO_API_PORT")] = None,
+    edge_http_port: Annotated[int | None, typer.Option(envvar="LEGATO_EDGE_HTTP_PORT")] = None,
+    edge_https_port: Annotated[int | None, typer.Option(envvar="LEGATO_EDGE_HTTPS_PORT")] = None,
+    database_url: Annotated[str | None, typer.Option(envvar="LEGATO_DATABASE_URL")] = None,
+    instance: Annotated[str | None, typer.Option(envvar="LEGATO_INSTANCE")] = None,
+) -> None:
+    """Run the API, the reconciler and the edge manager."""
+    from legato.config import Settings
+    from legato.server import run
+
+    given: dict[str, Any] = {
+        "data_dir": data_dir, "api_host": api_host, "api_port": api_port,
+        "edge_http_port": edge_http_port, "edge_https_port": edge_https_port,
+        "database_url": database_url, "instance": instance,
+    }
+    run(Settings(**{k: v for k, v in given.items() if v is not None}))
+
+
+# session ----------------------------------------------------------------------------------
+
+
+@app.command()
+def login(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a URL and token against the API, then save them to the config file (0600)."""
+    with api_errors():
+        settings = load_settings()
+        token = token or typer.prompt("Token", hide_input=True)
+        client = make_client(url or settings.url, token)
+        client.list_services(limit=1)
+        write_config(settings.config_path, client.url, token)
+    if as_json:
+        print_json({"url": client.url, "config_path": str(settings.config_path)})
+    else:
+        typer.echo(f"logged in to {client.url}; saved {settings.config_path}")
+
+
+# services ---------------------------------------------------------------------------------
+
+
+def read_services(path: Path) -> list[dict[str, Any]]:
+    """The services of a YAML or JSON file: a top-level `services:` list or one service mapping."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        fail(f"cannot read {path}: {exc}")
+    if isinstance(data, dict) and "services" in data:
+        data = data["services"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not data or not all(isinstance(s, dict) for s in data):
+        fail(f"{path}: expected a top-level `services:` list of mappings, or one service mapping")
+    return data
+
+
+def print_deploy_errors(errors: Any) -> None:
+    """One stderr line per service that was not deployed."""
+    for err in errors if isinstance(errors, list) else []:
+        if not isinstance(err, dict):
+            continue
+        who = err.get("name") or err.get("field") or f"#{err.get('index', '?')}"
+        code = f" ({err['code']})" if err.get("code") else ""
+        error(f"error: {who}: {err.get('error') or err.get('message')}{code}")
+
+
+@app.command()
+def deploy(
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON file (- for stdin)")],
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create or update the services of a file; exit 1 if any of them fails."""
+    services = read_services(file)
+    with api_errors():
+        try:
+            result = make_client(url, token).deploy(services)
+        except ApiError as exc:
+            if isinstance(exc.details, dict):
+                print_deploy_errors(exc.details.get("errors"))
+            raise
+    if as_json:
+        print_json(result)
+    else:
+        for item in result.get("deployments", []):
+            if item.get("changed", True):
+                typer.echo(f"deployed {item['name']} (deployment {item.get('deployment_id') or '-'})")
+            else:
+                typer.echo(f"unchanged {item['name']}")
+        print_deploy_errors(result.get("errors"))
+    if result.get("errors"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def ps(
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project")] = None,
+    environment: Annotated[str | None, typer.Option("--environment", help="Only this environment")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only services in this status")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List services: name, project, status, healthy/desired replicas, image, domain."""
+    with api_errors():
+        client = make_client(url, token)
+        items = all_pages(lambda cursor: client.list_services(
+            project=project, environment=environment, status=status, limit=100, cursor=cursor))
+    if as_json:
+        print_json({"items": items, "next_cursor": None})
+        return
+    print_table(
+        ["NAME", "PROJECT", "STATUS", "REPLICAS", "IMAGE", "DOMAIN"],
+        [[s["name"], s.get("project"), s.get("status"),
+          f"{s['replicas']['healthy']}/{s['replicas']['desired']}", s.get("image"),
+          (s.get("domains") or [None])[0]] for s in items],
+    )
+
+
+@app.command()
+def status(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """A service's status, replicas, deployment and containers."""
+    with api_errors():
+        service = make_client(url, token).get_service(name)
+    if as_json:
+        print_json(service)
+        return
+    replicas = service.get("replicas", {})
+    deployment = service.get("deployment") or {}
+    fields: list[tuple[str, Any]] = [
+        ("name", service.get("name")), ("project", service.get("project")),
+        ("environment", service.get("environment")), ("status", service.get("status")),
+        ("image", service.get("image")),
+        ("replicas", f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy, "
+                     f"{replicas.get('current', 0)} running"),
+        ("domains", ", ".join(service.get("domains") or []) or "-"),
+        ("port", service.get("port")),
+        ("deployment", f"#{deployment['number']} {deployment['id']} ({deployment['status']}, "
+                       f"{when(deployment.get('created_at'))})" if deployment else None),
+    ]
+    if deployment.get("error"):
+        fields.append(("error", deployment["error"]))
+    fields += [("created", when(service.get("created_at"))), ("updated", when(service.get("updated_at")))]
+    for key, value in fields:
+        typer.echo(f"{key + ':':<13}{'-' if value is None else value}")
+    containers = service.get("containers") or []
+    if containers:
+        typer.echo("")
+        print_table(
+            ["ID", "NAME", "STATUS", "HEALTH", "PORT", "SLOT", "STARTED"],
+            [[c.get("id"), c.get("name"), c.get("status"), c.get("health"), c.get("port"),
+              c.get("slot"), when(c.get("started_at"))] for c in containers],
+        )
+
+
+@app.command()
+def scale(
+    name: NameArg,
+    replicas: Annotated[int, typer.Argument(help="Replica count")],
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Set a service's replica count."""
+    with api_errors():
+        result = make_client(url, token).scale(name, replicas)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(result.get("message", f"scaling {name}"))
+
+
+def _lifecycle(action: str, name: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Start, stop or restart, and say so."""
+    with api_errors():
+        client = make_client(url, token)
+        result: JSON = getattr(client, action)(name)
+    if as_json:
+        print_json(result)
+        return
+    extra = f" (deployment {result['deployment_id']})" if result.get("deployment_id") else ""
+    typer.echo(f"{result.get('message', action)} {name}{extra}")
+
+
+@app.command()
+def restart(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Rolling restart of a service."""
+    _lifecycle("restart", name, url, token, as_json)
+
+
+@app.command()
+def stop(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop every replica of a service (it stays defined)."""
+    _lifecycle("stop", name, url, token, as_json)
+
+
+@app.command()
+def start(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Start a stopped service."""
+    _lifecycle("start", name, url, token, as_json)
+
+
+@app.command()
+def rm(
+    name: NameArg,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the service's volumes")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Remove a service, its containers, its route and (unless --keep-data) its volumes."""
+    with api_errors():
+        result = make_client(url, token).remove(name, keep_data=keep_data)
+    if as_json:
+        print_json(result)
+        return
+    kept = "; volumes kept" if result.get("keep_data") else ""
+    typer.echo(f"removing {name} ({result.get('containers_removed', 0)} containers{kept})")
+
+
+@app.command()
+def logs(
+    name: NameArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream new lines")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines from the end")] = 100,
+    since: Annotated[str | None, typer.Option("--since", help="30s, 10m, 2h, 1d or ISO time")] = None,
+    replica: Annotated[str | None, typer.Option("--replica", help="Only this replica")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """A service's merged logs; -f follows them until interrupted."""
+    fmt: Any = "json" if as_json else "text"
+    with api_errors():
+        client = make_client(url, token)
+        if follow:
+            try:
+                for line in client.follow_logs(name, tail=tail, since=since, replica=replica, format=fmt):
+                    typer.echo(line)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            return
+        result = client.logs(name, tail=tail, since=since, replica=replica, format=fmt)
+    if isinstance(result, dict):
+        print_json(result)
+    else:
+        typer.echo(result, nl=False)
+
+
+@app.command()
+def deployments(
+    name: NameArg,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many (max 100)")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """A service's deployments, newest first."""
+    with api_errors():
+        result = make_client(url, token).deployments(name, limit=limit)
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        ["NUMBER", "ID", "STATUS", "IMAGE", "REASON", "ACTOR", "CREATED", "ERROR"],
+        [[f"#{d.get('number')}", d.get("id"), d.get("status"), d.get("image"), d.get("reason"),
+          d.get("actor"), when(d.get("created_at")), d.get("error")] for d in result.get("items", [])],
+    )
+
+
+@app.command()
+def events(
+    name: NameArg,
+    type: Annotated[str | None, typer.Option("--type", help="Only events of this type")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="30s, 10m, 2h, 1d or ISO time")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many (max 100)")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """What happened to a service, newest first."""
+    with api_errors():
+        result = make_client(url, token).events(name, type=type, since=since, limit=limit)
+    if as_json:
+        print_json(result)
+        return
+    print_table(["TIME", "TYPE", "MESSAGE"],
+                [[when(e.get("timestamp")), e.get("type"), e.get("message")]
+                 for e in result.get("items", [])])
+
+
+# tokens -----------------------------------------------------------------------------------
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option("--name", help="What the token is for")],
+    role: Annotated[Role, typer.Option("--role", help="viewer, deployer or admin")] = Role.viewer,
+    expires_in_days: Annotated[int | None, typer.Option(
+        "--expires-in-days", help="30, 90, 180 or 365 (default: never)")] = None,
+    projects: Annotated[list[str] | None, typer.Option(
+        "--project", help="Limit to this project (repeatable)")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a token; it is printed this once and never again."""
+    with api_errors():
+        created = make_client(url, token).create_token(
+            name, role.value, expires_in_days=expires_in_days, projects=projects or ())
+    if as_json:
+        print_json(created)
+    else:
+        scope = ", projects " + ",".join(created["projects"]) if created.get("projects") else ""
+        expires = f", expires {when(created['expires_at'])}" if created.get("expires_at") else ""
+        error(f"created token {created['id']} ({created['name']}, role {created['role']}{scope}{expires})")
+        typer.echo(created["token"])
+    error("warning: the token is shown once and cannot be retrieved again; store it now")
+
+
+def _token_state(item: JSON) -> str:
+    """active, expired or revoked."""
+    if item.get("revoked_at"):
+        return "revoked"
+    expires = item.get("expires_at")
+    if expires and datetime.fromisoformat(str(expires).replace("Z", "+00:00")) <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
+@tokens_app.command("ls")
+def tokens_ls(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Every token's id, prefix, role and state (never the token)."""
+    with api_errors():
+        result = make_client(url, token).list_tokens()
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        ["ID", "NAME", "PREFIX", "ROLE", "PROJECTS", "STATE", "CREATED", "EXPIRES", "LAST USED"],
+        [[t.get("id"), t.get("name"), t.get("prefix"), t.get("role"), t.get("projects") or "*",
+          _token_state(t), when(t.get("created_at")), when(t.get("expires_at")),
+          when(t.get("last_used_at"))] for t in result.get("items", [])],
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id")],
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Revoke a token; it is refused from now on."""
+    with api_errors():
+        result = make_client(url, token).revoke_token(token_id)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"revoked token {result.get('id', token_id)} ({result.get('name', '-')})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Reconciliation: converge services towards their desired state."""
