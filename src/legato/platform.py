@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from legato.config import Settings
 from legato.edge.base import Edge
-from legato.errors import BadRequest, LegatoError, ValidationFailed
+from legato.errors import BadRequest, LegatoError, ServiceNotFound, ValidationFailed
 from legato.health import ProbeResult
 from legato.reconcile.loop import Reconciler
 from legato.runtime.base import LogLine, Replica, Runtime
@@ -200,8 +200,13 @@ class Platform:
     async def _teardown(self, name: str, keep_data: bool) -> None:
         self.reconciler.trigger(name)
         await self.reconciler.settled(name)
-        if not keep_data:
+        if keep_data:
+            return
+        try:
+            await self.store.get_service(name)
+        except ServiceNotFound:
             await self.runtime.remove_volumes(name)
+        # else: deployed again meanwhile; its data stays.
 
     # logs and health ------------------------------------------------------------------------
 

@@ -79,22 +79,23 @@ def main() -> None:
 
 @app.command()
 def server(
-    data_dir: Annotated[Path | None, typer.Option(envvar="LEGATO_DATA_DIR")] = None,
-    api_host: Annotated[str | None, typer.Option(envvar="LEGATO_API_HOST")] = None,
-    api_port: Annotated[int | None, typer.Option(envvar="LEGATO_API_PORT")] = None,
-    edge_http_port: Annotated[int | None, typer.Option(envvar="LEGATO_EDGE_HTTP_PORT")] = None,
-    edge_https_port: Annotated[int | None, typer.Option(envvar="LEGATO_EDGE_HTTPS_PORT")] = None,
-    database_url: Annotated[str | None, typer.Option(envvar="LEGATO_DATABASE_URL")] = None,
-    instance: Annotated[str | None, typer.Option(envvar="LEGATO_INSTANCE")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="LEGATO_DATA_DIR")] = None,
+    api_host: Annotated[str | None, typer.Option(help="LEGATO_API_HOST")] = None,
+    api_port: Annotated[int | None, typer.Option(help="LEGATO_API_PORT")] = None,
+    edge_host: Annotated[str | None, typer.Option(help="LEGATO_EDGE_HOST")] = None,
+    edge_http_port: Annotated[int | None, typer.Option(help="LEGATO_EDGE_HTTP_PORT")] = None,
+    edge_https_port: Annotated[int | None, typer.Option(help="LEGATO_EDGE_HTTPS_PORT")] = None,
+    database_url: Annotated[str | None, typer.Option(help="LEGATO_DATABASE_URL")] = None,
+    instance: Annotated[str | None, typer.Option(help="LEGATO_INSTANCE")] = None,
 ) -> None:
-    """Run the API, the reconciler and the edge manager."""
+    """Run the API, the reconciler and the edge manager (flags override LEGATO_* variables)."""
     from legato.config import Settings
     from legato.server import run
 
     given: dict[str, Any] = {
         "data_dir": data_dir, "api_host": api_host, "api_port": api_port,
-        "edge_http_port": edge_http_port, "edge_https_port": edge_https_port,
-        "database_url": database_url, "instance": instance,
+        "edge_host": edge_host, "edge_http_port": edge_http_port,
+        "edge_https_port": edge_https_port, "database_url": database_url, "instance": instance,
     }
     run(Settings(**{k: v for k, v in given.items() if v is not None}))
 
