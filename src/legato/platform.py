@@ -232,7 +232,7 @@ class Platform:
 
         per_replica = await asyncio.gather(*(one(r) for r in chosen))
         merged = list(heapq.merge(*per_replica, key=lambda line: line.timestamp or datetime.min))
-        return merged[-tail:] if tail is not None and tail >= 0 else merged
+        return merged if tail is None else merged[max(0, len(merged) - tail):]
 
     async def follow_logs(
         self, name: str, *, tail: int | None, since: datetime | None, replica: str | None

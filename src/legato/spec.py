@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])?$"
+SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: 1 to 63 characters
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$)(\*|{_LABEL})(\.{_LABEL})*$")

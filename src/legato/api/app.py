@@ -10,7 +10,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from legato import __version__
 from legato.api import errors
-from legato.api.middleware import RequestID
+from legato.api.middleware import Authenticate, RequestID
 from legato.api.routes import deployments, services, system, tokens
 from legato.platform import Platform
 
@@ -30,7 +30,8 @@ def create_app(platform: Platform) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(system.router)
     _install_docs(app)
-    app.add_middleware(RequestID)
+    app.add_middleware(Authenticate)
+    app.add_middleware(RequestID)  # added last, runs first: errors above carry the id
     return app
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from legato.auth import authenticate
-from legato.errors import Forbidden
+from legato.errors import Forbidden, Unauthorized
 from legato.platform import Platform
 from legato.store import Token
 from legato.store.models import Role
-
-_TOUCH_EVERY_S = 60.0
-_touched: dict[str, float] = {}
 
 
 def get_platform(request: Request) -> Platform:
@@ -26,13 +21,11 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-async def current_token(request: Request, platform: PlatformDep) -> Token:
-    token = await authenticate(platform.store, request.headers.get("authorization"))
-    now = time.monotonic()
-    if now - _touched.get(token.id, 0.0) > _TOUCH_EVERY_S:
-        _touched[token.id] = now
-        await platform.store.touch_token(token.id)
-    request.state.token = token
+def current_token(request: Request) -> Token:
+    """The caller's token, authenticated by the Authenticate middleware."""
+    token: Token | None = getattr(request.state, "token", None)
+    if token is None:
+        raise Unauthorized("missing bearer token", code="TOKEN_MISSING")
     return token
 
 

@@ -30,18 +30,21 @@ def error_body(request: Request, message: str, code: str, details: Any = None) -
     }
 
 
+def error_response(request: Request, exc: LegatoError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(error_body(request, exc.message, exc.code, exc.details),
+                        status_code=exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LegatoError)
     async def legato_error(request: Request, exc: LegatoError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(request, exc.message, exc.code, exc.details),
-                            status_code=exc.status, headers=headers)
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in err["loc"] if p != "body") or "(body)",
-             "message": err["msg"], "type": err["type"]}
+            {"field": _field(err), "message": err["msg"], "type": err["type"]}
             for err in exc.errors()
         ]
         first = errors[0] if errors else {"field": "(body)", "message": "invalid request"}
@@ -70,3 +73,9 @@ def install(app: FastAPI) -> None:
             error_body(request, "internal error", "INTERNAL_ERROR", {"type": type(exc).__name__}),
             status_code=500,
         )
+
+
+def _field(error: dict[str, Any]) -> str:
+    if error["type"] == "json_invalid":
+        return "(body)"  # its location is a character offset, not a field
+    return ".".join(str(part) for part in error["loc"] if part != "body") or "(body)"

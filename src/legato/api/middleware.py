@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from legato.api.errors import error_response
+from legato.auth import authenticate
+from legato.errors import LegatoError
+
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/health", "/metrics", "/docs", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs/static/",)
+_TOUCH_EVERY_S = 60.0
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -35,3 +45,32 @@ class RequestID:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class Authenticate:
+    """Every request but the public ones needs a valid token, checked before anything else
+    (before routing and body parsing), so a route can never forget it. Roles are checked by
+    the routes' dependencies (api/deps.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._touched: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        store = scope["app"].state.platform.store
+        try:
+            token = await authenticate(store, request.headers.get("authorization"))
+        except LegatoError as exc:
+            await error_response(request, exc)(scope, receive, send)
+            return
+        now = time.monotonic()
+        if now - self._touched.get(token.id, 0.0) > _TOUCH_EVERY_S:
+            self._touched[token.id] = now
+            await store.touch_token(token.id)
+        scope.setdefault("state", {})["token"] = token
+        await self.app(scope, receive, send)

@@ -117,7 +117,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         surge_room = count + desired.max_surge - (len(new) + len(old) - len(retire_old))
         start_budget = max(0, min(count - len(new), surge_room))
 
-    actions.extend(Retire(r, "rollout") for r in retire_old)
+    actions.extend(Retire(r, "rollout" if count else "stopped") for r in retire_old)
 
     used = {r.slot for r in new}
     free = (slot for slot in range(10_000) if slot not in used)

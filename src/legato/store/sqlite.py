@@ -330,7 +330,7 @@ class Store:
             args.append(type_)
         if since:
             query += " AND created_at >= ?"
-            args.append(_ts(since) or "")
+            args.append(_ts(since.astimezone(UTC)) or "")  # stored as UTC ISO text
         if before_id:
             query += " AND id < ?"
             args.append(str(before_id))
