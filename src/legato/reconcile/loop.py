@@ -81,6 +81,7 @@ class Reconciler:
         self._routes: dict[str, Route] = {}
         self._route_lock = asyncio.Lock()
         self._deleted: set[str] = set()
+        self._pass_errors: dict[str, tuple[int, str]] = {}  # service -> (failures, last error)
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -144,9 +145,20 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("reconcile of %s failed; retrying", service)
-                await self._event(service, "error", f"reconcile failed: {exc}", {})
-                self.trigger_later(service, 2.0)
+                # Transient trouble (Docker restarting, say): retry with backoff, and record
+                # an event when the error is new rather than on every retry.
+                message = exc.message if isinstance(exc, LegatoError) else f"{exc}"
+                failures, last = self._pass_errors.get(service, (0, ""))
+                self._pass_errors[service] = (failures + 1, message)
+                delay = min(60.0, 2.0 * 2**failures)
+                log.warning("reconcile of %s failed (retry in %gs): %s", service, delay, message,
+                            exc_info=not isinstance(exc, LegatoError))
+                if message != last:
+                    await self._event(service, "error", f"reconcile failed: {message}",
+                                      {"retry_in_s": delay})
+                self.trigger_later(service, delay)
+            else:
+                self._pass_errors.pop(service, None)
 
     async def _watch_runtime(self) -> None:
         async for event in self.runtime.watch():

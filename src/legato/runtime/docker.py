@@ -52,7 +52,13 @@ class DockerRuntime:
         )
         self._pool = ThreadPoolExecutor(_POOL, thread_name_prefix="docker")
         self._inspected: dict[tuple[str, str], Replica] = {}
-        self.node = str(self._api.info().get("Name", "local"))
+        try:
+            self.node = str(self._api.info().get("Name", "local"))
+        except Exception as exc:
+            raise RuntimeFailure(
+                f"cannot reach the Docker Engine at {base_url or 'unix:///var/run/docker.sock'}:"
+                f" {exc}"
+            ) from exc
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -196,12 +202,16 @@ class DockerRuntime:
         options: dict[str, Any] = {"timestamps": True, "tail": "all" if tail is None else tail}
         if since is not None:
             options["since"] = since.timestamp()  # a float keeps sub-second precision
-        if not follow:
-            raw = await self._call(self._api.logs, replica.id, stream=False, **options)
-            for line in cast(bytes, raw).decode(errors="replace").splitlines():
-                yield _log_line(replica.name, line)
-            return
-        stream = await self._call(self._api.logs, replica.id, stream=True, follow=True, **options)
+        try:
+            if not follow:
+                raw = await self._call(self._api.logs, replica.id, stream=False, **options)
+                for line in cast(bytes, raw).decode(errors="replace").splitlines():
+                    yield _log_line(replica.name, line)
+                return
+            stream = await self._call(self._api.logs, replica.id, stream=True, follow=True,
+                                      **options)
+        except docker.errors.NotFound:
+            return  # removed meanwhile: it has no more lines
         async for chunk in self._drain(stream):
             for line in chunk.decode(errors="replace").splitlines():
                 yield _log_line(replica.name, line)
