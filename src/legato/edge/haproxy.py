@@ -23,6 +23,8 @@ from legato.errors import EdgeFailure
 log = logging.getLogger(__name__)
 
 _FALLBACK = "b_default"
+_MASTER_CONNECT_S = 3.0
+_RELOAD_S = 10.0
 
 
 def backend_name(service: str) -> str:
@@ -245,14 +247,18 @@ class HAProxyEdge:
     async def _reload(self) -> None:
         """Seamless reload through the master CLI; done once a new worker is current."""
         before = self._worker or await self._current_worker()
-        await self._master("reload")
-        for _ in range(500):
+        with contextlib.suppress(EdgeFailure):
+            # The master re-executes itself on reload and may cut this connection doing so;
+            # whether the reload happened shows in the worker's pid below.
+            await self._master("reload")
+        deadline = time.monotonic() + _RELOAD_S
+        while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
             current = await self._current_worker()
             if current and current != before:
                 self._worker = current
                 return
-        raise EdgeFailure("haproxy did not finish reloading within 5s")
+        raise EdgeFailure(f"haproxy did not finish reloading within {_RELOAD_S:g}s")
 
     async def _current_worker(self) -> str | None:
         """The pid of the worker that serves the current configuration (from `show proc`)."""
@@ -286,16 +292,30 @@ class HAProxyEdge:
         return reply
 
     async def _master(self, command: str) -> str:
-        """One command on the master socket (one command per connection)."""
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(self.master_socket))
-        except OSError as exc:
-            raise EdgeFailure(f"haproxy master socket: {exc}") from exc
+        """One command on the master socket (one command per connection).
+
+        While the master re-executes itself for a reload, its socket refuses connections for
+        a moment: connecting is retried for up to `_MASTER_CONNECT_S`. A failure once the
+        command has been sent is an EdgeFailure (the command may or may not have run).
+        """
+        deadline = time.monotonic() + _MASTER_CONNECT_S
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.master_socket))
+                break
+            except (ConnectionRefusedError, FileNotFoundError) as exc:
+                if time.monotonic() > deadline or self._master_pid() is None:
+                    raise EdgeFailure(f"haproxy master socket: {exc}") from exc
+                await asyncio.sleep(0.02)
+            except OSError as exc:
+                raise EdgeFailure(f"haproxy master socket: {exc}") from exc
         try:
             writer.write(command.encode() + b"\n")
             writer.write_eof()  # the master CLI answers and closes once input ends
             await writer.drain()
             return (await reader.read()).decode(errors="replace")
+        except OSError as exc:
+            raise EdgeFailure(f"haproxy master socket ({command.split()[0]}): {exc}") from exc
         finally:
             writer.close()
             with contextlib.suppress(Exception):
