@@ -241,9 +241,10 @@ class Client:
 
     # services ---------------------------------------------------------------------------------
 
-    def deploy(self, services: list[dict[str, Any]]) -> JSON:
+    def deploy(self, services: list[dict[str, Any]], supersede: bool = False) -> JSON:
         """Create or update services: {deployed, errors, deployments}."""
-        return self._json("POST", "/deploy", json={"services": services})
+        return self._json("POST", "/deploy", json={"services": services},
+                          params=_params(supersede=supersede or None))
 
     def list_services(
         self,
@@ -281,9 +282,10 @@ class Client:
         """Stop every replica; the service stays."""
         return self._json("POST", f"/services/{_seg(name)}/stop")
 
-    def restart(self, name: str) -> JSON:
+    def restart(self, name: str, supersede: bool = False) -> JSON:
         """Rolling restart (a new deployment of the same spec)."""
-        return self._json("POST", f"/services/{_seg(name)}/restart")
+        return self._json("POST", f"/services/{_seg(name)}/restart",
+                          params=_params(supersede=supersede or None))
 
     def remove(self, name: str, keep_data: bool = False) -> JSON:
         """Remove the service, its containers, its route and (unless keep_data) its volumes."""
@@ -358,14 +360,44 @@ class Client:
         return self._json("GET", f"/deployments/{_seg(deployment_id)}")
 
     def redeploy(self, name: str, image: str | None = None, env: dict[str, str] | None = None,
-                 reason: str = "redeploy") -> JSON:
-        """Queue a new deployment, optionally with a new image or environment."""
-        body: dict[str, Any] = {"reason": reason}
+                 reason: str = "redeploy", supersede: bool = False,
+                 **changes: Any) -> JSON:
+        """Queue a new deployment with these changes (image, env, command, deploy, ...); with
+        none, every replica is replaced."""
+        body: dict[str, Any] = {"reason": reason, **changes}
         if image is not None:
             body["image"] = image
         if env is not None:
             body["env"] = env
-        return self._json("POST", f"/services/{_seg(name)}/deployments", json=body)
+        return self._json("POST", f"/services/{_seg(name)}/deployments", json=body,
+                          params=_params(supersede=supersede or None))
+
+    def deployment_logs(self, deployment_id: str) -> JSON:
+        """What each step of a deployment did: {deployment_id, number, status, steps}."""
+        return self._json("GET", f"/deployments/{_seg(deployment_id)}/logs")
+
+    def promote(self, name: str) -> JSON:
+        """Promote the service's current deployment (end its canary phase)."""
+        return self._json("POST", f"/services/{_seg(name)}/promote")
+
+    def promote_deployment(self, deployment_id: str) -> JSON:
+        """Promote one deployment."""
+        return self._json("POST", f"/deployments/{_seg(deployment_id)}/promote")
+
+    def fail_deployment(self, deployment_id: str) -> JSON:
+        """Abort a deployment in flight and restore the last successful version."""
+        return self._json("POST", f"/deployments/{_seg(deployment_id)}/fail")
+
+    def rollback(self, name: str, to: int | None = None, supersede: bool = False) -> JSON:
+        """Roll back to the last successful deployment before the current one (or number `to`)."""
+        return self._json("POST", f"/services/{_seg(name)}/rollback",
+                          json={"to": to} if to is not None else None,
+                          params=_params(supersede=supersede or None))
+
+    def rollback_deployment(self, deployment_id: str, supersede: bool = False) -> JSON:
+        """Run exactly this deployment's revision again."""
+        return self._json("POST", f"/deployments/{_seg(deployment_id)}/rollback",
+                          params=_params(supersede=supersede or None))
 
     # tokens -----------------------------------------------------------------------------------
 

@@ -14,11 +14,16 @@ class LegatoError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Any = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if status is not None:
+            self.status = status
         self.details = details if details is not None else {}
 
 
@@ -69,6 +74,17 @@ class DeploymentNotFound(NotFound):
 
     def __init__(self, deployment_id: str) -> None:
         super().__init__(f"deployment not found: {deployment_id}", details={"id": deployment_id})
+
+
+class DeploymentInProgress(Conflict):
+    code = "DEPLOYMENT_IN_PROGRESS"
+
+    def __init__(self, deployment_id: str, number: int, status: str) -> None:
+        super().__init__(
+            f"deployment #{number} ({deployment_id}) is {status}; wait for it, or supersede it "
+            "with ?supersede=true",
+            details={"deployment_id": deployment_id, "number": number, "status": status},
+        )
 
 
 class RuntimeFailure(LegatoError):

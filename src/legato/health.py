@@ -85,6 +85,7 @@ class HealthMonitor:
         """
         current = self._targets.get(replica.id)
         if current and current.replica.host_port == replica.host_port:
+            current.check, current.strict = check, strict  # a new deployment may change them
             return
         if current:
             self.forget(replica.id)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from legato.config import Settings
 from legato.edge.base import Edge
-from legato.errors import BadRequest, LegatoError, ServiceNotFound, ValidationFailed
+from legato.errors import BadRequest, LegatoError, ValidationFailed
 from legato.health import ProbeResult
 from legato.reconcile.loop import Reconciler
 from legato.runtime.base import LogLine, Replica, Runtime
@@ -86,7 +86,6 @@ class Platform:
         self.reconciler = Reconciler(
             store, runtime, edge, resync_interval_s=settings.resync_interval_s
         )
-        self._teardowns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.edge.start()
@@ -99,8 +98,11 @@ class Platform:
 
     # services -------------------------------------------------------------------------------
 
-    async def deploy(self, raw_services: list[Any], *, actor: str) -> DeployResult:
-        """Apply seed 001's payload: every valid service is deployed, every bad one reported."""
+    async def deploy(
+        self, raw_services: list[Any], *, actor: str, supersede: bool = False
+    ) -> DeployResult:
+        """Apply seed 001's payload: every valid service is deployed, every bad one reported
+        (a service whose deployment is still in flight too, unless `supersede`)."""
         deployed: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -111,11 +113,11 @@ class Platform:
                 if spec.name in seen:
                     raise ValidationFailed(f"service {spec.name} appears twice in one payload")
                 seen.add(spec.name)
-                service, deployment = await self.store.apply_spec(spec, actor=actor,
-                                                                  reason="deploy")
+                service, deployment = await self.store.apply_spec(
+                    spec, actor=actor, reason="deploy", supersede=supersede)
             except LegatoError as exc:
                 errors.append({"index": index, "name": name, "error": exc.message,
-                               "code": exc.code, "details": exc.details})
+                               "code": exc.code, "status": exc.status, "details": exc.details})
                 continue
             deployed.append({
                 "name": service.name,
@@ -141,13 +143,18 @@ class Platform:
         return await self.view(await self.store.get_service(name))
 
     async def list_views(
-        self, project: str | None = None, environment: str | None = None
+        self,
+        project: str | None = None,
+        environment: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[ServiceView]:
-        services = await self.store.list_services(project, environment)
-        deployments = await self.store.deployments_by_id(
-            [s.deployment_id for s in services if s.deployment_id]
+        """Views of the services by name: after `after`, at most `limit` of them."""
+        found = await self.store.list_services_with_deployments(
+            project, environment, after=after, limit=limit
         )
-        return [self._view(s, deployments.get(s.deployment_id or "")) for s in services]
+        return [self._view(service, deployment) for service, deployment in found]
 
     async def scale(self, name: str, replicas: int, *, actor: str) -> tuple[Service, int]:
         if not 0 <= replicas <= 100:
@@ -168,45 +175,97 @@ class Platform:
         return service
 
     async def redeploy(
-        self, name: str, *, actor: str, reason: str, changes: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        actor: str,
+        reason: str,
+        changes: dict[str, Any] | None = None,
+        supersede: bool = False,
     ) -> Deployment:
-        """A new deployment of the current spec (with `changes` applied): restart, new image."""
+        """A new deployment of the current spec with `changes` applied (a new image, say).
+        Without changes every replica is replaced and the image reference resolved again:
+        a restart, or a redeploy that picks up a tag pushed anew."""
+        current = await self._current(name)
         service = await self.store.get_service(name)
-        if not service.deployment_id:
-            raise BadRequest(f"service {name} has nothing deployed yet")
-        current = await self.store.get_deployment(service.deployment_id)
         raw = {**current.spec.to_json(), **(changes or {}), "replicas": service.replicas}
         spec = parse_spec(raw)
         if spec.name != name:
             raise ValidationFailed("a deployment cannot rename its service")
         deployment = await self.store.create_deployment(
-            spec, actor=actor, reason=reason, previous_id=service.deployment_id
+            spec, actor=actor, reason=reason, supersede=supersede, forced=not changes
         )
         self.reconciler.trigger(name)
         return deployment
 
-    async def delete(self, name: str, *, keep_data: bool, actor: str) -> int:
-        """Forget the service now; its containers, route and volumes go in the background."""
-        await self.store.get_service(name)
-        count = len(self.reconciler.replicas_of(name))
-        await self.store.delete_service(name)
-        await self.store.add_event(name, "lifecycle", "service deleted",
-                                   {"actor": actor, "keep_data": keep_data})
-        task = asyncio.create_task(self._teardown(name, keep_data))
-        self._teardowns.add(task)
-        task.add_done_callback(self._teardowns.discard)
-        return count
-
-    async def _teardown(self, name: str, keep_data: bool) -> None:
+    async def rollback(
+        self,
+        name: str,
+        *,
+        actor: str,
+        to: int | str | None = None,
+        supersede: bool = False,
+    ) -> Deployment:
+        """A new deployment that copies an earlier one (`to`: its number or id; by default the
+        last successful one before the current): same spec, same image ID, nothing rebuilt,
+        no canary phase. Replicas that already run that revision are kept."""
+        current = await self._current(name)
+        if to is None:
+            target = await self.store.last_successful(name, before_number=current.number)
+            if target is None:
+                raise BadRequest(
+                    f"service {name} has no successful deployment before #{current.number}",
+                    code="NO_ROLLBACK_TARGET", details={"current": current.number})
+        elif isinstance(to, int):
+            target = await self.store.deployment_by_number(name, to)
+        else:
+            target = await self.store.get_deployment(to)
+            if target.service != name:
+                raise BadRequest(f"deployment {to} is not a deployment of {name}",
+                                 code="WRONG_SERVICE")
+        if target.image_id is None:
+            raise BadRequest(
+                f"deployment #{target.number} never resolved its image, so it cannot run again",
+                code="NOT_ROLLBACKABLE", details={"deployment_id": target.id})
+        service = await self.store.get_service(name)
+        spec = target.spec.model_copy(update={"replicas": service.replicas})
+        deployment = await self.store.create_deployment(
+            spec, actor=actor, reason=f"rollback to #{target.number}", supersede=supersede,
+            copy_of=target, promoted=True,
+        )
         self.reconciler.trigger(name)
-        await self.reconciler.settled(name)
-        if keep_data:
-            return
-        try:
-            await self.store.get_service(name)
-        except ServiceNotFound:
-            await self.runtime.remove_volumes(name)
-        # else: deployed again meanwhile; its data stays.
+        return deployment
+
+    async def rollback_deployment(
+        self, deployment_id: str, *, actor: str, supersede: bool = False
+    ) -> Deployment:
+        """Roll the deployment's service back to exactly that revision."""
+        target = await self.store.get_deployment(deployment_id)
+        return await self.rollback(target.service, actor=actor, to=target.id, supersede=supersede)
+
+    async def promote(self, deployment_id: str, *, actor: str) -> Deployment:
+        return await self.reconciler.promote(deployment_id, actor=actor)
+
+    async def promote_service(self, name: str, *, actor: str) -> Deployment:
+        return await self.reconciler.promote((await self._current(name)).id, actor=actor)
+
+    async def fail(self, deployment_id: str, *, actor: str) -> Deployment:
+        return await self.reconciler.fail(deployment_id, actor=actor)
+
+    async def _current(self, name: str) -> Deployment:
+        deployment = await self.store.current_deployment(name)
+        if deployment is None:
+            raise BadRequest(f"service {name} has nothing deployed yet", code="NOTHING_DEPLOYED")
+        return deployment
+
+    async def delete(self, name: str, *, keep_data: bool, actor: str) -> int:
+        """Forget the service now; the reconciler removes its containers, route and (unless
+        `keep_data`) volumes, and finishes that after a crash too. How many containers go."""
+        count = len(self.reconciler.replicas_of(name))
+        await self.store.delete_service(name, keep_data=keep_data)
+        log.info("service %s deleted by %s (keep_data=%s)", name, actor, keep_data)
+        self.reconciler.trigger(name)
+        return count
 
     # logs and health ------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ runtime from here has already been checked.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -111,11 +113,15 @@ class DeployConfig(_Strict):
     min_healthy_s: float = Field(0.0, ge=0, le=3600)
     progress_deadline_s: float = Field(120.0, gt=0, le=86400)
     auto_rollback: bool = True
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600)  # in-flight requests may finish
+    stop_timeout_s: float = Field(10.0, ge=0, le=3600)  # SIGTERM, then SIGKILL after this
 
     @model_validator(mode="after")
     def _progress(self) -> DeployConfig:
         if self.max_surge == 0 and self.max_unavailable == 0:
             raise ValueError("max_surge and max_unavailable cannot both be 0")
+        if self.strategy == "canary" and self.canary < 1:
+            raise ValueError("the canary strategy needs canary >= 1")
         return self
 
 
@@ -257,6 +263,20 @@ class ServiceSpec(_Strict):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def fingerprint(self, image_id: str, nonce: str = "") -> str:
+        """Identifies what a replica of this spec runs: the image and everything that shapes
+        its container. Routing, health checks and policies are left out: changing them
+        changes no container. A `nonce` makes it unique (a restart replaces every replica)."""
+        shaping = self.model_dump(mode="json", include=_CONTAINER_FIELDS)
+        text = json.dumps({"image_id": image_id, "nonce": nonce, **shaping}, sort_keys=True)
+        return "fp_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_CONTAINER_FIELDS = {
+    "name", "project", "environment", "command", "port", "env", "resources", "placement",
+    "volumes", "labels",
+}
 
 
 def _env_value(value: Any) -> Any:

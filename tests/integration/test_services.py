@@ -102,7 +102,7 @@ def test_name_taken_by_another_project_is_a_conflict(legato: Legato, name: str) 
     assert legato.deploy(service_spec(name, replicas=0, project="one")).status_code == 202
     response = legato.deploy(service_spec(name, replicas=0, project="two"))
 
-    assert response.status_code == 422  # the only service in the payload failed
+    assert response.status_code == 409  # the only service in the payload: its own status
     error = response.json()["details"]["errors"][0]
     assert error["code"] == "SERVICE_NAME_TAKEN"
     assert legato.service(name)["project"] == "one"
@@ -121,18 +121,25 @@ def test_missing_image_fails_the_deployment_and_the_old_version_keeps_serving(
     deployment_id = response.json()["deployment_id"]
 
     failed = wait_for(
-        lambda: (d := legato.api.get(f"/deployments/{deployment_id}").json())["status"] == "failed"
-        and d,
-        what="the deployment to fail",
+        lambda: (d := legato.api.get(f"/deployments/{deployment_id}").json())["status"]
+        == "rolled_back" and d,
+        what="the deployment to fail and be rolled back",
     )
     assert "image not found: legato-test/does-not-exist:1" in failed["error"]
-    assert [s["name"] for s in failed["steps"]][:2] == ["queued", "pulling"]
-    after = legato.wait_healthy(name, 1)
-    assert after["deployment"]["id"] == before["deployment"]["id"]
+    assert [s["name"] for s in failed["steps"]] == ["queued", "pulling"]
+    # A new deployment restores #1: its spec and image ID. It runs exactly what the old
+    # container runs, so that container is kept, not replaced.
+    after = wait_for(lambda: (body := legato.wait_healthy(name, 1))["deployment"]["status"]
+                     == "successful" and body, what="the rollback to succeed")
+    assert after["deployment"]["number"] == 3
+    assert after["deployment"]["reason"] == "rollback to #1 (#2 failed)"
+    rollback = legato.api.get(f"/deployments/{after['deployment']['id']}").json()
+    assert rollback["rollback_of"] == before["deployment"]["id"]
+    assert rollback["image_id"] == before["deployment"]["image_id"]
     assert [c["id"] for c in after["containers"]] == [old_container]
     assert legato.get_edge(f"{name}.localhost").status_code == 200
     messages = [e["message"] for e in legato.events(name, "error")]
-    assert any("image not found" in m and "keeps serving" in m for m in messages)
+    assert any("image not found" in m and "#3 restores #1" in m for m in messages)
 
 
 def test_unknown_service_and_route_errors_have_the_error_shape(legato: Legato) -> None:

@@ -30,6 +30,7 @@ class FakeEdge:
     def __init__(self) -> None:
         self.started = False
         self.available = True
+        self.apply_error: EdgeFailure | None = None
         self.applied: list[tuple[Route, ...]] = []
         self.in_flight: dict[tuple[str, str], int] = {}  # (service, upstream) -> requests
         self._routes: tuple[Route, ...] = ()
@@ -41,6 +42,8 @@ class FakeEdge:
         return self._routes
 
     async def apply(self, routes: Sequence[Route]) -> None:
+        if self.apply_error is not None:
+            raise self.apply_error
         self._routes = tuple(routes)
         self.applied.append(self._routes)
 

@@ -168,8 +168,13 @@ async def test_deploy_of_a_name_taken_in_another_project_is_reported(
     assert first.status_code == 202
     second = await client.post("/api/v1/deploy", headers=headers,
                                json={"services": [{"name": "web", "image": IMAGE, "project": "b"}]})
-    body = error_of(second, 422, "VALIDATION_FAILED")
+    body = error_of(second, 409, "SERVICE_NAME_TAKEN")  # the only service's own status
     assert body["details"]["errors"][0]["code"] == "SERVICE_NAME_TAKEN"
+    mixed = await client.post("/api/v1/deploy", headers=headers, json={"services": [
+        {"name": "web", "image": IMAGE, "project": "b"}, {"name": "Bad_Name", "image": IMAGE}]})
+    body = error_of(mixed, 422, "VALIDATION_FAILED")  # errors that disagree: 422
+    assert [e["code"] for e in body["details"]["errors"]] == ["SERVICE_NAME_TAKEN",
+                                                              "VALIDATION_FAILED"]
 
 
 async def test_sane_x_request_id_is_echoed_in_header_and_error_body(

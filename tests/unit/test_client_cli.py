@@ -423,6 +423,10 @@ def test_cli_api_error_goes_to_stderr_and_exits_1(run: Callable[..., Any], api: 
     assert body(api.last) == {"replicas": 3}
 
 
+ACCEPTED = {"message": "deployment #5 queued", "name": "web", "deployment_id": "d5", "number": 5,
+            "status": "pending", "status_url": "/api/v1/deployments/d5"}
+
+
 @pytest.mark.parametrize(("args", "method", "path", "params", "answer", "printed"), [
     (["restart", "web"], "POST", "/api/v1/services/web/restart", {},
      {"message": "restarting", "name": "web", "deployment_id": "d9", "status_url": "/x"},
@@ -440,11 +444,19 @@ def test_cli_api_error_goes_to_stderr_and_exits_1(run: Callable[..., Any], api: 
                  "details": {}, "timestamp": NOW}], "next_cursor": None},
      "2024-05-01 12:00:00  scale  scaled to 3"),
     (["deployments", "web"], "GET", "/api/v1/services/web/deployments", {},
-     {"items": [{"id": "d1", "number": 4, "status": "succeeded", "image": "web:2",
-                 "image_id": None, "reason": "deploy", "error": None, "created_at": NOW,
-                 "service": "web", "actor": "token:ci", "previous_id": None, "updated_at": NOW,
-                 "steps": [], "spec": {}}], "next_cursor": None},
-     "#4      d1  succeeded  web:2  deploy  token:ci  2024-05-01 12:00:00  -"),
+     {"items": [{"id": "d1", "number": 4, "status": "successful", "step": "done",
+                 "strategy": "rolling", "image": "web:2", "image_id": None, "reason": "deploy",
+                 "error": None, "created_at": NOW, "service": "web", "actor": "token:ci",
+                 "previous_id": None, "updated_at": NOW, "steps": [], "spec": {}}],
+      "next_cursor": None},
+     "#4      d1  successful  done  rolling   web:2  deploy  token:ci  2024-05-01 12:00:00  -"),
+    (["deploy", "web", "--image", "web:3", "--supersede"], "POST",
+     "/api/v1/services/web/deployments", {"supersede": "true"}, ACCEPTED,
+     "deployment #5 queued (d5)"),
+    (["promote", "web"], "POST", "/api/v1/services/web/promote", {}, ACCEPTED,
+     "deployment #5 queued (d5)"),
+    (["rollback", "web", "--to", "2"], "POST", "/api/v1/services/web/rollback", {}, ACCEPTED,
+     "deployment #5 queued (d5)"),
 ])
 def test_cli_commands_call_their_routes(
     run: Callable[..., Any], api: FakeApi, args: list[str], method: str, path: str,
@@ -551,3 +563,73 @@ def test_make_client_prefers_flags_then_environment(monkeypatch: pytest.MonkeyPa
     flagged = cli.make_client("http://flag.test:2", "flag-token")
     assert (flagged.url, flagged._http.headers["authorization"]) == (
         "http://flag.test:2", "Bearer flag-token")
+
+
+def test_cli_deploy_name_sends_the_changes_and_rollback_sends_the_number(
+    run: Callable[..., Any], api: FakeApi
+) -> None:
+    api.on("POST", "/api/v1/services/web/deployments", body=ACCEPTED)
+    assert run("deploy", "web", "--image", "web:3", "--env", "A=1", "--env", "B=x=y").exit_code == 0
+    assert body(api.last) == {"reason": "redeploy", "image": "web:3", "env": {"A": "1", "B": "x=y"}}
+    api.on("POST", "/api/v1/services/web/rollback", body=ACCEPTED)
+    assert run("rollback", "web", "--to", "2").exit_code == 0
+    assert body(api.last) == {"to": 2}
+    assert run("rollback", "web").exit_code == 0
+    assert api.last.content == b""  # the last successful one: the server decides
+
+
+def test_cli_deploy_needs_a_file_or_a_name_not_both(run: Callable[..., Any], api: FakeApi,
+                                                    tmp_path: Path) -> None:
+    assert run("deploy").exit_code == 1
+    spec = tmp_path / "app.yaml"
+    spec.write_text("name: web\nimage: web:1\n")
+    result = run("deploy", "web", "-f", str(spec))
+    assert result.exit_code == 1 and "either a file" in result.stderr
+    result = run("deploy", "-f", str(spec), "--image", "web:2")
+    assert result.exit_code == 1 and "--image and --env go with a service NAME" in result.stderr
+    assert run("deploy", "web", "--env", "NOEQUALS").exit_code == 1
+    assert api.requests == []
+
+
+def test_cli_deploy_wait_follows_the_steps_and_fails_on_a_rollback(
+    run: Callable[..., Any], api: FakeApi
+) -> None:
+    api.on("POST", "/api/v1/services/web/deployments", body=ACCEPTED)
+    api.on("GET", "/api/v1/deployments/d5", body={
+        "id": "d5", "number": 5, "status": "rolled_back", "error": "new replicas keep failing",
+        "steps": [{"name": "queued", "started_at": NOW, "finished_at": NOW},
+                  {"name": "pulling", "started_at": NOW, "finished_at": NOW}]})
+    result = run("deploy", "web", "--wait")
+    assert result.exit_code == 1
+    assert "queued" in result.stdout and "pulling" in result.stdout
+    assert "deployment #5 rolled_back: new replicas keep failing" in result.stdout
+
+
+def test_cli_deployment_shows_steps_and_logs(run: Callable[..., Any], api: FakeApi) -> None:
+    api.on("GET", "/api/v1/deployments/d5", body={
+        "id": "d5", "number": 5, "service": "web", "status": "successful", "strategy": "canary",
+        "image": "web:3", "image_id": "sha256:0123456789abcdef0123", "reason": "deploy",
+        "actor": "token:ci", "created_at": NOW, "error": None,
+        "steps": [{"name": "queued", "started_at": NOW, "finished_at": NOW}]})
+    api.on("GET", "/api/v1/deployments/d5/logs", body={
+        "deployment_id": "d5", "number": 5, "status": "successful",
+        "steps": [{"name": "pulling", "started_at": NOW, "finished_at": NOW,
+                   "logs": [{"at": NOW, "message": "image web:3 is sha256:0123"}]}]})
+    result = run("deployment", "d5", "--logs")
+    assert result.exit_code == 0, result.output
+    assert "#5 d5 of web" in result.stdout and "canary" in result.stdout
+    assert "[pulling] image web:3 is sha256:0123" in result.stdout
+
+
+def test_cli_abort_fails_the_deployment_in_flight(run: Callable[..., Any], api: FakeApi) -> None:
+    detail = {**service("web", healthy=1, desired=1, domains=[]),
+              "deployment": {"id": "d5", "number": 5, "status": "awaiting_promotion"}}
+    api.on("GET", "/api/v1/services/web", body=detail)
+    api.on("POST", "/api/v1/deployments/d5/fail", body={**ACCEPTED, "message": "failed"})
+    result = run("abort", "web")
+    assert result.exit_code == 0, result.output
+    assert api.last.url.path == "/api/v1/deployments/d5/fail"
+    detail["deployment"] = {"id": "d4", "number": 4, "status": "successful"}
+    api.on("GET", "/api/v1/services/web", body=detail)
+    result = run("abort", "web")
+    assert result.exit_code == 1 and "no deployment in flight" in result.stderr

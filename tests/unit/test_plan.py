@@ -6,7 +6,7 @@ health as `healthy`/`starting`/`unhealthy` (absent = starting).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -33,14 +33,20 @@ class Case:
     health: dict[str, Health] = field(default_factory=dict)
     retiring: frozenset[str] = frozenset()
     backoff: frozenset[int] = frozenset()
+    healthy_for: dict[str, float] = field(default_factory=dict)  # absent: healthy for long
     starts: tuple[int, ...] = ()
     retires: tuple[tuple[str, str], ...] = ()  # (replica id, reason)
     clears: tuple[str, ...] = ()
     waiting: tuple[int, ...] = ()
     done: bool = False
+    canaries_ready: bool = False
+    recheck_in_s: float | None = None
 
     def run(self) -> Plan:
-        return plan(self.desired, Observed(self.replicas, self.health, self.retiring, self.backoff))
+        healthy_for = {r: self.healthy_for.get(r, 1e9) for r, h in self.health.items()
+                       if h == "healthy"}
+        return plan(self.desired, Observed(self.replicas, self.health, healthy_for=healthy_for,
+                                           retiring=self.retiring, backoff_slots=self.backoff))
 
 
 def starts(result: Plan) -> list[int]:
@@ -65,6 +71,23 @@ def rolling(replicas: int, surge: int = 1, unavailable: int = 0) -> Desired:
 
 def recreate(replicas: int) -> Desired:
     return Desired(NEW, replicas, "recreate")
+
+
+def canary(replicas: int, canaries: int = 1, *, promoted: bool = False) -> Desired:
+    return Desired(NEW, replicas, "canary", canary=canaries, promoted=promoted)
+
+
+def settled(desired: Desired, min_healthy_s: float) -> Desired:
+    return replace(desired, min_healthy_s=min_healthy_s)
+
+
+def same_as(desired: Desired, *deployments: str) -> Desired:
+    """`desired`, whose target runs exactly what these other deployments run."""
+    return replace(desired, current=frozenset(deployments))
+
+
+def held(desired: Desired) -> Desired:
+    return replace(desired, hold=True)
 
 
 o0, o1, o2 = rep(OLD, 0), rep(OLD, 1), rep(OLD, 2)
@@ -200,6 +223,65 @@ CASES: dict[str, Case] = {
     "retiring replicas do not count as old ones still serving": Case(
         rolling(1), (o0, n0), healthy(o0, n0), retiring=frozenset({o0.id}), done=True,
     ),
+    # replicas that run what the target runs (rollbacks, routing/policy changes) ----------
+    "replicas of an equivalent deployment are kept, not replaced": Case(
+        same_as(rolling(3), OLD), (o0, o1, o2), healthy(o0, o1, o2), done=True,
+    ),
+    "equivalent replicas fill their slots; only the missing one starts": Case(
+        same_as(rolling(3), OLD), (o0, o1), healthy(o0, o1), starts=(2,),
+    ),
+    "a rollback keeps the old version's replicas and drops the failed ones": Case(
+        same_as(rolling(2), OLD), (o0, o1, rep("d3", 0)), healthy(o0, o1),
+        retires=(("d3-0", "rollout"),),
+    ),
+    # canary -------------------------------------------------------------------------------
+    "canary: the canaries start beside every old replica": Case(
+        canary(3, 1), (o0, o1, o2), healthy(o0, o1, o2), starts=(0,),
+    ),
+    "canary: nothing old goes while the canary is not healthy": Case(
+        canary(3, 2), (o0, o1, o2, n0, n1), {**healthy(o0, o1, o2, n0), n1.id: "starting"},
+    ),
+    "canary: healthy canaries make the deployment promotable, and nothing more": Case(
+        canary(3, 2), (o0, o1, o2, n0, n1), healthy(o0, o1, o2, n0, n1), canaries_ready=True,
+    ),
+    "canary: once promoted the rest rolls like a rolling update": Case(
+        canary(3, 2, promoted=True), (o0, o1, o2, n0, n1), healthy(o0, o1, o2, n0, n1),
+        starts=(2,), retires=(("d1-2", "rollout"), ("d1-1", "rollout")),
+    ),
+    "canary: a first deploy (nothing old) has no canary phase": Case(
+        canary(2, 1), starts=(0, 1),
+    ),
+    "canary: more canaries than replicas means all of them": Case(
+        canary(1, 3), (o0,), healthy(o0), starts=(0,),
+    ),
+    # min_healthy_s ------------------------------------------------------------------------
+    "min_healthy_s: an old replica stays until the new one has been healthy long enough": Case(
+        settled(rolling(1), 5), (o0, n0), healthy(o0, n0), healthy_for={n0.id: 2.0},
+        recheck_in_s=3.0,
+    ),
+    "min_healthy_s: then it goes": Case(
+        settled(rolling(1), 5), (o0, n0), healthy(o0, n0), healthy_for={n0.id: 5.0},
+        retires=(("d1-0", "rollout"),),
+    ),
+    "min_healthy_s: a rollout is not done before the new replicas are stable": Case(
+        settled(rolling(1), 5), (n0,), healthy(n0), healthy_for={n0.id: 1.0},
+        recheck_in_s=4.0,
+    ),
+    # a failed deployment that holds -------------------------------------------------------
+    "hold: healthy replicas of both versions stay and nothing starts": Case(
+        held(rolling(3)), (o0, o1, n0), healthy(o0, o1, n0),
+    ),
+    "hold: an exited replica is cleared and not restarted": Case(
+        held(rolling(2)), (o0, rep(NEW, 0, "exited")), healthy(o0), clears=("d2-0",),
+    ),
+    "hold: an unhealthy replica is retired and not replaced": Case(
+        held(rolling(2)), (o0, n0), {**healthy(o0), n0.id: "unhealthy"},
+        retires=(("d2-0", "unhealthy"),),
+    ),
+    "hold: stopping the service still retires everything": Case(
+        held(rolling(0)), (o0, n0), healthy(o0, n0),
+        retires=(("d2-0", "stopped"), ("d1-0", "stopped")),
+    ),
 }
 
 
@@ -211,11 +293,53 @@ def test_plan(case: Case) -> None:
     assert clears(result) == list(case.clears)
     assert result.waiting_slots == case.waiting
     assert result.rollout_done is case.done
+    assert result.canaries_ready is case.canaries_ready
+    assert result.recheck_in_s == case.recheck_in_s
+
+
+def test_switching_is_new_replicas_serving_while_old_ones_remain_after_any_canary_phase() -> None:
+    assert plan(rolling(2), Observed((o0, o1, n0), healthy(o0, o1, n0))).switching
+    assert not plan(rolling(2), Observed((o0, o1, n0), healthy(o0, o1))).switching  # starting
+    assert not plan(rolling(1), Observed((n0,), healthy(n0))).switching  # nothing old left
+    assert not plan(canary(2, 1), Observed((o0, o1, n0), healthy(o0, o1, n0))).switching
+    assert plan(canary(2, 1, promoted=True), Observed((o0, o1, n0), healthy(o0, o1, n0))).switching
 
 
 def test_count_0_retires_old_deployment_replicas_as_stopped_too() -> None:
     result = plan(rolling(0), Observed((o0, n0), healthy(o0, n0)))
     assert {reason for _, reason in retires(result)} == {"stopped"}
+
+
+def test_canary_rollout_converges_without_losing_capacity() -> None:
+    """Replay a canary deployment through promotion: canaries join, nothing old goes before
+    promotion, and the service never has fewer than 3 healthy replicas."""
+    running: dict[str, Replica] = {r.id: r for r in (o0, o1, o2)}
+    health: dict[str, Health] = healthy(o0, o1, o2)
+    desired = canary(3, 1)
+    promoted_after = None
+    for step in range(20):
+        result = plan(desired, Observed(tuple(running.values()), health,
+                                        healthy_for=dict.fromkeys(health, 60.0)))
+        if result.rollout_done:
+            break
+        assert sum(1 for s in health.values() if s == "healthy") >= 3
+        if result.canaries_ready:
+            assert not desired.promoted and not retires(result)
+            desired, promoted_after = replace(desired, promoted=True), step
+            continue
+        if not desired.promoted:
+            assert not retires(result)
+        for action in result.actions:
+            if isinstance(action, Retire):
+                del running[action.replica.id]
+                health.pop(action.replica.id, None)
+            elif isinstance(action, Start):
+                running[f"{NEW}-{action.slot}"] = rep(NEW, action.slot)
+        health.update({r.id: "healthy" for r in running.values()})
+    else:
+        pytest.fail("the canary rollout never finished")
+    assert promoted_after is not None
+    assert sorted(running) == ["d2-0", "d2-1", "d2-2"]
 
 
 def test_plan_is_pure_and_repeatable() -> None:
@@ -229,7 +353,8 @@ def test_rolling_update_converges_step_by_step() -> None:
     health: dict[str, Health] = healthy(o0, o1, o2)
     desired = rolling(3)
     for _ in range(20):
-        result = plan(desired, Observed(tuple(running.values()), health))
+        result = plan(desired, Observed(tuple(running.values()), health,
+                                        healthy_for=dict.fromkeys(health, 60.0)))
         if result.rollout_done:
             break
         assert sum(1 for s in health.values() if s == "healthy") >= 3

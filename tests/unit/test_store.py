@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from legato.auth import display_prefix, generate_token, hash_token
-from legato.errors import Conflict, DeploymentNotFound, NotFound, ServiceNotFound
+from legato.errors import (
+    Conflict,
+    DeploymentInProgress,
+    DeploymentNotFound,
+    NotFound,
+    ServiceNotFound,
+)
 from legato.spec import ServiceSpec
 from legato.store import Store
 
@@ -60,6 +66,7 @@ async def test_replica_only_change_updates_replicas_without_a_deployment(store: 
 
 async def test_image_change_creates_deployment_2_pointing_at_1(store: Store) -> None:
     _, first = await apply(store, spec())
+    await store.update_deployment(first.id, status="successful")
     service, second = await apply(store, spec(image="legato-test/busybox:2"))
     assert second is not None
     assert second.number == 2
@@ -70,7 +77,8 @@ async def test_image_change_creates_deployment_2_pointing_at_1(store: Store) -> 
 
 
 async def test_env_change_is_a_new_deployment_too(store: Store) -> None:
-    await apply(store, spec(env={"A": "1"}))
+    _, first = await apply(store, spec(env={"A": "1"}))
+    await store.update_deployment(first.id, status="successful")
     _, second = await apply(store, spec(env={"A": "2"}))
     assert second is not None and second.number == 2
 
@@ -101,16 +109,45 @@ async def test_same_name_in_another_environment_is_taken_too(store: Store) -> No
         await apply(store, spec(environment="staging"))
 
 
-async def test_new_deployment_cancels_older_active_ones_only(store: Store) -> None:
+async def test_a_second_deployment_while_one_is_in_flight_is_409(store: Store) -> None:
     _, first = await apply(store, spec(image="a:1"))
     await store.update_deployment(first.id, status="successful")
     _, second = await apply(store, spec(image="a:2"))
     await store.update_deployment(second.id, status="running")
-    _, third = await apply(store, spec(image="a:3"))
-    _, fourth = await apply(store, spec(image="a:4"))
+    with pytest.raises(DeploymentInProgress) as caught:
+        await apply(store, spec(image="a:3"))
+    assert caught.value.status == 409
+    assert caught.value.details == {"deployment_id": second.id, "number": 2, "status": "running"}
+    with pytest.raises(DeploymentInProgress):
+        await store.create_deployment(spec(image="a:3"), actor="t", reason="r")
+    assert (await store.get_service("web")).deployment_id == second.id
+    assert [d.number for d in await store.list_deployments("web")] == [2, 1]
+
+
+async def test_supersede_cancels_the_deployment_in_flight_only(store: Store) -> None:
+    _, first = await apply(store, spec(image="a:1"))
+    await store.update_deployment(first.id, status="successful")
+    _, second = await apply(store, spec(image="a:2"))
+    await store.update_deployment(second.id, status="running", step="starting")
+    _, third = await store.apply_spec(spec(image="a:3"), actor="t", reason="deploy",
+                                      supersede=True)
+    assert third is not None
     statuses = {d.number: d.status for d in await store.list_deployments("web")}
-    assert statuses == {1: "successful", 2: "cancelled", 3: "cancelled", 4: "pending"}
-    assert fourth.previous_id == third.id
+    assert statuses == {1: "successful", 2: "cancelled", 3: "pending"}
+    cancelled = await store.get_deployment(second.id)
+    assert cancelled.error == "superseded by deployment #3"
+    assert all(step["finished_at"] for step in cancelled.steps)
+    assert third.previous_id == second.id
+    assert (await store.get_service("web")).deployment_id == third.id
+
+
+async def test_the_same_spec_while_in_flight_changes_nothing_and_is_no_conflict(
+    store: Store,
+) -> None:
+    _, first = await apply(store, spec(replicas=1))
+    service, again = await apply(store, spec(replicas=3))  # a scale is not a deployment
+    assert again is None and service.replicas == 3
+    assert service.deployment_id == first.id
 
 
 async def test_apply_spec_restarts_a_stopped_service(store: Store) -> None:
@@ -138,12 +175,35 @@ async def test_list_services_filters_by_project_and_environment(store: Store) ->
     assert [s.name for s in await store.list_services("shop", "staging")] == ["web"]
 
 
-async def test_delete_service_removes_its_deployments(store: Store) -> None:
+async def test_delete_service_removes_its_deployments_and_events(store: Store) -> None:
     _, first = await apply(store, spec())
-    await store.delete_service("web")
+    await store.add_event("web", "deploy", "started")
+    await store.delete_service("web", keep_data=False)
     assert await store.list_services() == []
     with pytest.raises(DeploymentNotFound):
         await store.get_deployment(first.id)
+    assert await store.list_events("web") == []
+    with pytest.raises(ServiceNotFound):
+        await store.delete_service("web", keep_data=False)
+
+
+async def test_delete_service_records_a_removal_until_finished(store: Store) -> None:
+    await apply(store, spec())
+    assert await store.pending_removal("web") is None
+    await store.delete_service("web", keep_data=True)
+    removal = await store.pending_removal("web")
+    assert removal is not None and (removal.service, removal.keep_data) == ("web", True)
+    assert await store.list_removals() == ["web"]
+
+    # Deployed and deleted again before the first removal ran: the latest keep_data wins.
+    await apply(store, spec())
+    await store.delete_service("web", keep_data=False)
+    removal = await store.pending_removal("web")
+    assert removal is not None and removal.keep_data is False
+
+    await store.finish_removal("web")
+    assert await store.pending_removal("web") is None
+    assert await store.list_removals() == []
 
 
 async def test_update_deployment_steps_get_timestamps(store: Store) -> None:
@@ -267,3 +327,117 @@ async def test_revoking_an_unknown_token_is_token_not_found(store: Store) -> Non
     with pytest.raises(NotFound) as caught:
         await store.revoke_token("tok_missing")
     assert caught.value.code == "TOKEN_NOT_FOUND"
+
+
+# deployment pipeline --------------------------------------------------------------------------
+
+
+async def successful(store: Store, s: ServiceSpec, image_id: str = "sha256:1") -> Any:
+    _, deployment = await apply(store, s)
+    return await store.update_deployment(
+        deployment.id, status="successful", image_id=image_id,
+        fingerprint=s.fingerprint(image_id),
+    )
+
+
+async def test_steps_only_move_forward(store: Store) -> None:
+    _, deployment = await apply(store, spec())
+    await store.update_deployment(deployment.id, status="running", step="pulling")
+    assert await store.advance_step(deployment.id, "starting") is True
+    assert await store.advance_step(deployment.id, "starting") is False
+    assert await store.advance_step(deployment.id, "pulling") is False  # never back
+    assert await store.advance_step(deployment.id, "draining") is True  # may skip ahead
+    current = await store.get_deployment(deployment.id)
+    assert [s["name"] for s in current.steps] == ["queued", "pulling", "starting", "draining"]
+    assert all(s["finished_at"] for s in current.steps[:-1])
+    assert current.steps[-1]["finished_at"] is None
+
+
+async def test_advance_step_of_a_finished_deployment_does_nothing(store: Store) -> None:
+    deployment = await successful(store, spec())
+    assert await store.advance_step(deployment.id, "draining") is False
+
+
+async def test_update_with_expect_leaves_a_deployment_that_moved_on_alone(store: Store) -> None:
+    _, deployment = await apply(store, spec())
+    await store.update_deployment(deployment.id, status="failed", error="boom")
+    after = await store.update_deployment(deployment.id, status="successful",
+                                          expect=("running",))
+    assert (after.status, after.error) == ("failed", "boom")
+
+
+async def test_finishing_with_a_rollback_records_both_at_once(store: Store) -> None:
+    good = await successful(store, spec(image="a:1"), image_id="sha256:a1")
+    _, bad = await apply(store, spec(image="a:2"))
+    await store.update_deployment(bad.id, status="running", step="health")
+    failed, rollback = await store.finish_deployment(
+        bad.id, "rolled_back", error="not healthy",
+        then=(good.spec.model_copy(update={"replicas": 4}), good, "legato", "rollback to #1"),
+    )
+    assert (failed.status, failed.error) == ("rolled_back", "not healthy")
+    assert failed.steps[-1]["finished_at"] is not None
+    assert rollback is not None
+    assert (rollback.number, rollback.status, rollback.reason) == (3, "pending", "rollback to #1")
+    assert (rollback.image_id, rollback.fingerprint, rollback.rollback_of) == (
+        "sha256:a1", good.fingerprint, good.id)
+    assert rollback.promoted_at is not None  # no canary phase
+    assert rollback.spec.replicas == 4 and rollback.spec.image == "a:1"
+    assert (await store.get_service("web")).deployment_id == rollback.id
+
+
+async def test_finishing_a_deployment_that_already_ended_is_a_conflict(store: Store) -> None:
+    deployment = await successful(store, spec())
+    with pytest.raises(Conflict) as caught:
+        await store.finish_deployment(deployment.id, "failed", error="late")
+    assert caught.value.code == "DEPLOYMENT_NOT_ACTIVE"
+    assert (await store.get_deployment(deployment.id)).status == "successful"
+
+
+async def test_last_successful_skips_failed_and_unresolved_ones(store: Store) -> None:
+    first = await successful(store, spec(image="a:1"))
+    _, second = await apply(store, spec(image="a:2"))
+    await store.finish_deployment(second.id, "failed", error="x")
+    _, third = await apply(store, spec(image="a:3"))
+    found = await store.last_successful("web", before_number=third.number)
+    assert found is not None and found.id == first.id
+    assert await store.last_successful("web", before_number=first.number) is None
+
+
+async def test_deployments_by_number_and_paged_by_number(store: Store) -> None:
+    for image in ("a:1", "a:2", "a:3"):
+        await successful(store, spec(image=image))
+    assert (await store.deployment_by_number("web", 2)).spec.image == "a:2"
+    with pytest.raises(DeploymentNotFound):
+        await store.deployment_by_number("web", 9)
+    page = await store.list_deployments("web", before_number=3, limit=1)
+    assert [d.number for d in page] == [2]
+
+
+async def test_deployment_logs_keep_their_order_and_step(store: Store) -> None:
+    _, deployment = await apply(store, spec())
+    for step, message in (("pulling", "resolving"), ("starting", "started r0"),
+                          ("starting", "started r1")):
+        await store.add_deployment_log(deployment.id, step, message)
+    lines = await store.deployment_logs(deployment.id)
+    assert [(line.step, line.message) for line in lines] == [
+        ("pulling", "resolving"), ("starting", "started r0"), ("starting", "started r1")]
+    await store.delete_service("web", keep_data=False)
+    assert await store.deployment_logs(deployment.id) == []
+
+
+async def test_a_reopened_store_reads_what_the_first_one_wrote(store: Store, tmp_path: Any) -> None:
+    """Reads come from memory: it must hold exactly what the database holds."""
+    deployment = await successful(store, spec(replicas=2))
+    await store.set_replicas("web", 5)
+    await apply(store, spec(name="api"))
+    await store.delete_service("api", keep_data=True)
+    again = Store(tmp_path / "db")
+    try:
+        assert await again.list_services() == await store.list_services()
+        assert await again.get_deployment(deployment.id) == await store.get_deployment(
+            deployment.id)
+        assert await again.list_removals() == ["api"]
+        [(service, current)] = await again.list_services_with_deployments()
+        assert (service.replicas, current) == (5, deployment)
+    finally:
+        again.close()

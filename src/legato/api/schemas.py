@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from legato.health import HealthState
 from legato.platform import ServiceView
-from legato.store import Deployment, Event, Token
+from legato.store import Deployment, DeploymentLog, Event, Token
 
 T = TypeVar("T")
 
@@ -93,6 +93,8 @@ class DeploymentSummary(BaseModel):
     id: str
     number: int
     status: str
+    step: str
+    strategy: str
     image: str
     image_id: str | None
     reason: str
@@ -135,18 +137,71 @@ class StatusResponse(BaseModel):
 
 
 class DeploymentCreate(_In):
+    """What changes; nothing at all replaces every replica (and resolves the image again)."""
+
     image: str | None = None
+    command: list[str] | None = None
+    port: int | None = None
     env: dict[str, str] | None = None
-    reason: str = Field("redeploy", max_length=200)
+    resources: dict[str, Any] | None = None
+    health_check: dict[str, Any] | None = None
+    deploy: dict[str, Any] | None = Field(None, description="strategy, max_surge, canary, ...")
+    labels: dict[str, str] | None = None
+    reason: str = Field("redeploy", min_length=1, max_length=200)
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"reason"}, exclude_none=True)
+
+
+class RollbackRequest(_In):
+    to: int | None = Field(None, ge=1, description="Deployment number; default: the last "
+                           "successful deployment before the current one")
+
+
+class DeploymentAccepted(BaseModel):
+    message: str
+    name: str
+    deployment_id: str
+    number: int
+    status: str
+    status_url: str
+
+
+class StepPublic(BaseModel):
+    name: str
+    started_at: datetime
+    finished_at: datetime | None
 
 
 class DeploymentPublic(DeploymentSummary):
     service: str
     actor: str
     previous_id: str | None
+    rollback_of: str | None
+    fingerprint: str | None
+    promoted_at: datetime | None
     updated_at: datetime
-    steps: list[dict[str, Any]]
+    steps: list[StepPublic]
     spec: dict[str, Any]
+
+
+class DeploymentLogLine(BaseModel):
+    at: datetime
+    message: str
+
+
+class DeploymentStepLogs(BaseModel):
+    name: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    logs: list[DeploymentLogLine]
+
+
+class DeploymentLogs(BaseModel):
+    deployment_id: str
+    number: int
+    status: str
+    steps: list[DeploymentStepLogs]
 
 
 class EventPublic(BaseModel):
@@ -243,6 +298,7 @@ class HealthResponse(BaseModel):
 def deployment_summary(deployment: Deployment) -> DeploymentSummary:
     return DeploymentSummary(
         id=deployment.id, number=deployment.number, status=deployment.status,
+        step=deployment.step, strategy=deployment.spec.deploy.strategy,
         image=deployment.spec.image, image_id=deployment.image_id, reason=deployment.reason,
         error=deployment.error, created_at=deployment.created_at,
     )
@@ -252,9 +308,32 @@ def deployment_public(deployment: Deployment) -> DeploymentPublic:
     return DeploymentPublic(
         **deployment_summary(deployment).model_dump(),
         service=deployment.service, actor=deployment.actor, previous_id=deployment.previous_id,
-        updated_at=deployment.updated_at, steps=list(deployment.steps),
+        rollback_of=deployment.rollback_of, fingerprint=deployment.fingerprint,
+        promoted_at=deployment.promoted_at, updated_at=deployment.updated_at,
+        steps=[StepPublic.model_validate(step) for step in deployment.steps],
         spec=deployment.spec.to_json(),
     )
+
+
+def deployment_accepted(deployment: Deployment, message: str) -> DeploymentAccepted:
+    return DeploymentAccepted(
+        message=message, name=deployment.service, deployment_id=deployment.id,
+        number=deployment.number, status=deployment.status,
+        status_url=f"/api/v1/deployments/{deployment.id}",
+    )
+
+
+def deployment_logs(deployment: Deployment, lines: list[DeploymentLog]) -> DeploymentLogs:
+    """The deployment's log lines grouped under the pipeline steps they belong to."""
+    steps = {str(step["name"]): DeploymentStepLogs(
+        name=str(step["name"]), started_at=step["started_at"], finished_at=step["finished_at"],
+        logs=[]) for step in deployment.steps}
+    for line in lines:
+        entry = steps.setdefault(line.step, DeploymentStepLogs(
+            name=line.step, started_at=None, finished_at=None, logs=[]))
+        entry.logs.append(DeploymentLogLine(at=line.at, message=line.message))
+    return DeploymentLogs(deployment_id=deployment.id, number=deployment.number,
+                          status=deployment.status, steps=list(steps.values()))
 
 
 def service_public(view: ServiceView) -> ServicePublic:

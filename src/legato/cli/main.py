@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -147,29 +148,105 @@ def print_deploy_errors(errors: Any) -> None:
         error(f"error: {who}: {err.get('error') or err.get('message')}{code}")
 
 
+SupersedeOpt = Annotated[bool, typer.Option(
+    "--supersede", help="Cancel a deployment in flight instead of failing with 409")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Follow the deployment to its end; exit 1 "
+                                                      "unless it succeeds")]
+FINISHED = ("successful", "failed", "cancelled", "rolled_back")
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str] | None:
+    """KEY=VALUE options as a mapping."""
+    if not pairs:
+        return None
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env takes KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def follow_deployment(client: Client, deployment_id: str, timeout_s: float = 900) -> JSON:
+    """Print each step as the deployment reaches it; its final state (exit 1 unless successful)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        deployment = client.get_deployment(deployment_id)
+        for step in deployment.get("steps", []):
+            if step["name"] not in seen:
+                seen.add(step["name"])
+                typer.echo(f"  {when(step.get('started_at'))}  {step['name']}")
+        if deployment["status"] in FINISHED:
+            break
+        if time.monotonic() > deadline:
+            fail(f"deployment #{deployment['number']} still {deployment['status']} after "
+                 f"{timeout_s:g}s")
+        time.sleep(0.5)
+    outcome = f"deployment #{deployment['number']} {deployment['status']}"
+    if deployment.get("error"):
+        outcome += f": {deployment['error']}"
+    typer.echo(outcome)
+    if deployment["status"] != "successful":
+        raise typer.Exit(1)
+    return deployment
+
+
 @app.command()
 def deploy(
-    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON file (- for stdin)")],
+    name: Annotated[str | None, typer.Argument(help="Service to redeploy (instead of -f)")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f",
+                                              help="YAML or JSON file (- for stdin)")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="With NAME: the new image")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="With NAME: KEY=VALUE, the "
+                                                   "whole new environment (repeatable)")] = None,
+    supersede: SupersedeOpt = False,
+    wait: WaitOpt = False,
     url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Create or update the services of a file; exit 1 if any of them fails."""
+    """Create or update the services of a file (-f), or deploy one service anew (NAME, with
+    --image or --env; with neither, every replica is replaced). Exit 1 if any fails."""
+    if (name is None) == (file is None):
+        fail("give either a file (-f app.yaml) or a service NAME")
+    if file is None and name is not None:
+        with api_errors():
+            client = make_client(url, token)
+            result = client.redeploy(name, image=image, env=parse_env(env), supersede=supersede)
+            if as_json and not wait:
+                print_json(result)
+                return
+            typer.echo(f"{result['message']} ({result['deployment_id']})")
+            if wait:
+                follow_deployment(client, result["deployment_id"])
+        return
+    if image or env:
+        fail("--image and --env go with a service NAME, not with -f")
+    assert file is not None
     services = read_services(file)
     with api_errors():
+        client = make_client(url, token)
         try:
-            result = make_client(url, token).deploy(services)
+            result = client.deploy(services, supersede=supersede)
         except ApiError as exc:
             if isinstance(exc.details, dict):
                 print_deploy_errors(exc.details.get("errors"))
             raise
-    if as_json:
-        print_json(result)
-    else:
-        for item in result.get("deployments", []):
-            if item.get("changed", True):
-                typer.echo(f"deployed {item['name']} (deployment {item.get('deployment_id') or '-'})")
-            else:
-                typer.echo(f"unchanged {item['name']}")
-        print_deploy_errors(result.get("errors"))
+        if as_json:
+            print_json(result)
+        else:
+            for item in result.get("deployments", []):
+                if item.get("changed", True):
+                    typer.echo(f"deployed {item['name']} "
+                               f"(deployment {item.get('deployment_id') or '-'})")
+                else:
+                    typer.echo(f"unchanged {item['name']}")
+            print_deploy_errors(result.get("errors"))
+        if wait:
+            for item in result.get("deployments", []):
+                if item.get("changed") and item.get("deployment_id"):
+                    typer.echo(f"{item['name']}:")
+                    follow_deployment(client, item["deployment_id"])
     if result.get("errors"):
         raise typer.Exit(1)
 
@@ -248,11 +325,12 @@ def scale(
         typer.echo(result.get("message", f"scaling {name}"))
 
 
-def _lifecycle(action: str, name: str, url: str | None, token: str | None, as_json: bool) -> None:
+def _lifecycle(action: str, name: str, url: str | None, token: str | None, as_json: bool,
+               **options: Any) -> None:
     """Start, stop or restart, and say so."""
     with api_errors():
         client = make_client(url, token)
-        result: JSON = getattr(client, action)(name)
+        result: JSON = getattr(client, action)(name, **options)
     if as_json:
         print_json(result)
         return
@@ -261,9 +339,12 @@ def _lifecycle(action: str, name: str, url: str | None, token: str | None, as_js
 
 
 @app.command()
-def restart(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """Rolling restart of a service."""
-    _lifecycle("restart", name, url, token, as_json)
+def restart(
+    name: NameArg, supersede: SupersedeOpt = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Rolling restart of a service: every replica replaced, as its deploy strategy says."""
+    _lifecycle("restart", name, url, token, as_json, supersede=supersede)
 
 
 @app.command()
@@ -334,10 +415,95 @@ def deployments(
         print_json(result)
         return
     print_table(
-        ["NUMBER", "ID", "STATUS", "IMAGE", "REASON", "ACTOR", "CREATED", "ERROR"],
-        [[f"#{d.get('number')}", d.get("id"), d.get("status"), d.get("image"), d.get("reason"),
-          d.get("actor"), when(d.get("created_at")), d.get("error")] for d in result.get("items", [])],
+        ["NUMBER", "ID", "STATUS", "STEP", "STRATEGY", "IMAGE", "REASON", "ACTOR", "CREATED",
+         "ERROR"],
+        [[f"#{d.get('number')}", d.get("id"), d.get("status"), d.get("step"), d.get("strategy"),
+          d.get("image"), d.get("reason"), d.get("actor"), when(d.get("created_at")),
+          d.get("error")] for d in result.get("items", [])],
     )
+
+
+@app.command()
+def deployment(
+    deployment_id: Annotated[str, typer.Argument(help="Deployment id (dpl_...)")],
+    show_logs: Annotated[bool, typer.Option("--logs", help="Also print its log, by step")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """One deployment: status, image, steps with their times, and (--logs) what each step did."""
+    with api_errors():
+        client = make_client(url, token)
+        found = client.get_deployment(deployment_id)
+        logs = client.deployment_logs(deployment_id) if show_logs else None
+    if as_json:
+        print_json({**found, "logs": logs} if logs is not None else found)
+        return
+    for key, value in (
+        ("deployment", f"#{found['number']} {found['id']} of {found['service']}"),
+        ("status", found["status"]), ("strategy", found.get("strategy")),
+        ("image", f"{found['image']} ({(found.get('image_id') or '-')[:19]})"),
+        ("reason", found.get("reason")), ("actor", found.get("actor")),
+        ("created", when(found.get("created_at"))), ("error", found.get("error")),
+    ):
+        typer.echo(f"{key + ':':<12}{'-' if value is None else value}")
+    typer.echo("")
+    print_table(["STEP", "STARTED", "FINISHED"],
+                [[step["name"], when(step.get("started_at")), when(step.get("finished_at"))]
+                 for step in found.get("steps", [])])
+    if logs is not None:
+        typer.echo("")
+        for step in logs.get("steps", []):
+            for line in step.get("logs", []):
+                typer.echo(f"{when(line['at'])}  [{step['name']}] {line['message']}")
+
+
+@app.command()
+def promote(
+    name: NameArg, wait: WaitOpt = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Promote a service's canary deployment: roll out the rest."""
+    with api_errors():
+        client = make_client(url, token)
+        result = client.promote(name)
+        _accepted(client, result, as_json, wait)
+
+
+@app.command()
+def rollback(
+    name: NameArg,
+    to: Annotated[int | None, typer.Option("--to", help="Deployment number to go back to "
+                                                        "(default: the last successful one)")] = None,
+    supersede: SupersedeOpt = False, wait: WaitOpt = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Roll a service back: a new deployment with an earlier spec and image, nothing rebuilt."""
+    with api_errors():
+        client = make_client(url, token)
+        result = client.rollback(name, to=to, supersede=supersede)
+        _accepted(client, result, as_json, wait)
+
+
+@app.command()
+def abort(
+    name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Fail the deployment in flight of a service and restore the last successful version."""
+    with api_errors():
+        client = make_client(url, token)
+        current = client.get_service(name).get("deployment") or {}
+        if current.get("status") not in ("pending", "running", "awaiting_promotion"):
+            fail(f"{name} has no deployment in flight")
+        result = client.fail_deployment(current["id"])
+        _accepted(client, result, as_json, wait=False)
+
+
+def _accepted(client: Client, result: JSON, as_json: bool, wait: bool) -> None:
+    if as_json and not wait:
+        print_json(result)
+        return
+    typer.echo(f"{result['message']} ({result['deployment_id']})")
+    if wait:
+        follow_deployment(client, result["deployment_id"])
 
 
 @app.command()

@@ -4,6 +4,10 @@ Level-based, like controller-runtime: a pass gets only a service's name, re-read
 and the runtime, plans, acts and is safe to repeat. Passes run on API writes, on runtime
 events, on health changes and on a periodic resync; passes of one service never overlap,
 passes of different services run in parallel.
+
+It also drives each deployment through its pipeline (SPEC §4, after Nomad's deployments):
+resolving the image, the canary phase and promotion, success, and failure, which restores
+the last successful revision when the spec asks for it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from legato.edge.base import Edge, Route, Upstream
-from legato.errors import ImageNotFound, LegatoError, ServiceNotFound
+from legato.errors import BadRequest, Conflict, ImageNotFound, LegatoError, ServiceNotFound
 from legato.health import HealthMonitor, HealthState
-from legato.reconcile.plan import Clear, Desired, Observed, Retire, Start, plan
+from legato.reconcile.plan import Clear, Desired, Observed, Plan, Retire, Start, plan
 from legato.runtime.base import Replica, ReplicaRequest, Runtime
 from legato.spec import ServiceSpec
 from legato.store import Deployment, Service, Store
@@ -30,8 +34,7 @@ log = logging.getLogger(__name__)
 CRASH_LOOP_AFTER = 3
 BACKOFF_MAX_S = 300.0
 HEALTHY_RESETS_BACKOFF_S = 30.0
-DRAIN_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+SYSTEM_ACTOR = "legato"
 
 
 def server_name(replica: Replica) -> str:
@@ -43,6 +46,16 @@ def backoff_s(failures: int) -> float:
     return float(min(BACKOFF_MAX_S, 2 ** max(0, failures - 1)))
 
 
+def fingerprint_of(deployment: Deployment) -> str | None:
+    """What the deployment's replicas run (None before its image is resolved)."""
+    if deployment.fingerprint:
+        return deployment.fingerprint
+    if deployment.image_id is None:
+        return None
+    return deployment.spec.fingerprint(deployment.image_id,
+                                       deployment.id if deployment.forced else "")
+
+
 @dataclass
 class _Slot:
     failures: int = 0
@@ -52,6 +65,8 @@ class _Slot:
 @dataclass
 class _ServiceState:
     spec: ServiceSpec | None = None
+    deployment: Deployment | None = None  # the target of the last pass
+    current: frozenset[str] = frozenset()  # deployments that run what the target runs
     replicas: tuple[Replica, ...] = ()
     slots: dict[tuple[str, int], _Slot] = field(default_factory=dict)  # (deployment, slot)
     crash_loop: bool = False
@@ -80,7 +95,6 @@ class Reconciler:
         self._background: set[asyncio.Task[Any]] = set()
         self._routes: dict[str, Route] = {}
         self._route_lock = asyncio.Lock()
-        self._deleted: set[str] = set()
         self._pass_errors: dict[str, tuple[int, str]] = {}  # service -> (failures, last error)
 
     # lifecycle ------------------------------------------------------------------------------
@@ -103,7 +117,8 @@ class Reconciler:
             for replica in found:
                 if replica.running and state.spec is not None:
                     self._track(replica, state.spec, healthy=server_name(replica) in in_route)
-        for name in set(services) | set(by_service) | set(self._routes):
+        removals = await self.store.list_removals()
+        for name in set(services) | set(by_service) | set(self._routes) | set(removals):
             self.trigger(name)
         self._spawn(self._watch_runtime())
         self._spawn(self._resync_forever())
@@ -189,127 +204,181 @@ class Reconciler:
     # one pass -------------------------------------------------------------------------------
 
     async def _pass(self, name: str) -> None:
+        removal = await self.store.pending_removal(name)
+        if removal is not None:
+            # Finished before anything else, also when the name has been deployed again since:
+            # the old replicas (and, unless kept, the old data) go before new ones start.
+            await self._teardown(name, keep_data=removal.keep_data)
+            await self.store.finish_removal(name)
         try:
             service = await self.store.get_service(name)
         except ServiceNotFound:
-            await self._teardown(name)
+            if removal is None:
+                await self._teardown(name, keep_data=True)  # replicas of no known service
             return
-        self._deleted.discard(name)
         state = self._state.setdefault(name, _ServiceState())
         deployment = await self.store.get_deployment(service.deployment_id or "")
-        state.spec = deployment.spec
-        if deployment.status == "pending":
-            deployment = await self._begin(service, deployment)
-            if deployment.status == "failed":
-                service = await self.store.get_service(name)
-                if service.deployment_id != deployment.id:
-                    return  # _fail restored the previous deployment and queued a pass for it
+        if deployment.status == "pending" or (deployment.active and deployment.image_id is None):
+            begun = await self._begin(service, deployment)
+            if begun is None:
+                return  # it failed or was superseded: a pass over what replaced it is queued
+            deployment = begun
 
         replicas = await self.runtime.list_replicas(name)
-        state.replicas = tuple(replicas)
+        state.spec, state.deployment, state.replicas = deployment.spec, deployment, tuple(replicas)
+        state.current = await self._equivalent(deployment, replicas)
         self._sync_health(state, replicas)
 
-        count = 0 if deployment.status == "failed" else service.desired_replicas
         now = time.monotonic()
         self._reset_backoff(state, replicas, now)
         waiting = {
             slot: entry.not_before for (dep, slot), entry in state.slots.items()
             if dep == deployment.id and entry.not_before > now
         }
+        deploy = deployment.spec.deploy
         desired = Desired(
             deployment=deployment.id,
-            replicas=count,
-            strategy=deployment.spec.deploy.strategy,
-            max_surge=deployment.spec.deploy.max_surge,
-            max_unavailable=deployment.spec.deploy.max_unavailable,
+            replicas=service.desired_replicas,
+            strategy=deploy.strategy,
+            max_surge=deploy.max_surge,
+            max_unavailable=deploy.max_unavailable,
+            canary=deploy.canary,
+            promoted=deployment.promoted_at is not None,
+            min_healthy_s=deploy.min_healthy_s,
+            hold=deployment.status == "failed",
+            current=state.current,
         )
         observed = Observed(
             replicas=tuple(replicas),
             health={r.id: self.health.status(r.id) for r in replicas},
+            healthy_for={r.id: now - self.health.state(r.id).since for r in replicas
+                         if self.health.status(r.id) == "healthy"},
             retiring=frozenset(self._retiring),
             backoff_slots=frozenset(waiting),
         )
         result = plan(desired, observed)
-
-        route_update = asyncio.create_task(self._sync_routes())
-        for action in result.actions:
-            if isinstance(action, Clear):
-                await self._clear(service, deployment, state, action.replica)
-            elif isinstance(action, Retire):
-                self._begin_retire(service.name, action.replica, action.reason)
-        starts = [a for a in result.actions if isinstance(a, Start)]
-        if starts:
-            if deployment.active:
-                await self.store.update_deployment(deployment.id, step="starting")
-            await asyncio.gather(*(self._start(service, deployment, state, a.slot) for a in starts))
-        if starts or result.of(Clear):
-            state.replicas = tuple(await self.runtime.list_replicas(name))
-        await route_update
-        await self._sync_routes()
+        await self._act(service, deployment, state, result)
 
         if waiting:
             self.trigger_later(name, min(waiting.values()) - now + 0.01)
-        await self._progress(service, deployment, state, done=result.rollout_done)
+        if result.recheck_in_s is not None:
+            self.trigger_later(name, result.recheck_in_s + 0.01)
+        await self._progress(service, deployment, state, result)
 
-    async def _begin(self, service: Service, deployment: Deployment) -> Deployment:
-        """Resolve the image of a new deployment; a missing image fails it at once."""
-        await self.store.update_deployment(deployment.id, status="running", step="pulling")
-        await self._event(service.name, "deploy",
-                          f"deployment #{deployment.number} started ({deployment.reason})",
-                          {"deployment": deployment.id, "image": deployment.spec.image})
+    async def _act(
+        self, service: Service, deployment: Deployment, state: _ServiceState, result: Plan
+    ) -> None:
+        """Carry out a plan; the route follows concurrently (a new backend boots with its
+        replicas, so only a runtime `add server` is left once one is healthy)."""
+        route_update = asyncio.create_task(self._sync_routes())
         try:
-            image_id = await self.runtime.resolve_image(deployment.spec.image)
-        except ImageNotFound as exc:
-            return await self._fail(service, deployment, exc.message)
-        return await self.store.update_deployment(deployment.id, image_id=image_id, step="health")
+            for action in result.actions:
+                if isinstance(action, Clear):
+                    await self._clear(service, deployment, state, action.replica)
+            rollout = [a for a in result.of(Retire) if isinstance(a, Retire) and a.reason == "rollout"]
+            if deployment.active and result.switching:
+                await self._step(deployment, "switching",
+                                 "new replicas take traffic beside the old ones")
+            if deployment.active and rollout:
+                await self._step(deployment, "draining", "old replicas leave the route")
+            for action in result.actions:
+                if isinstance(action, Retire):
+                    self._begin_retire(service.name, action.replica, action.reason, deployment)
+            starts = [a.slot for a in result.actions if isinstance(a, Start)]
+            if starts:
+                if deployment.active:
+                    await self._step(deployment, "starting",
+                                     f"starting {len(starts)} replica(s) of {deployment.spec.image}")
+                await asyncio.gather(*(self._start(service, deployment, state, s) for s in starts))
+                if deployment.active:
+                    await self._step(deployment, "health", "waiting for health checks to pass")
+            if starts or result.of(Clear):
+                state.replicas = tuple(await self.runtime.list_replicas(service.name))
+        finally:
+            await route_update
+        await self._sync_routes()
 
-    async def _fail(self, service: Service, deployment: Deployment, error: str) -> Deployment:
-        """Fail a deployment and put the service back on the version that last worked."""
-        failed = await self.store.update_deployment(deployment.id, status="failed", error=error)
-        previous = await self._last_good(deployment)
-        details: dict[str, Any] = {"deployment": deployment.id, "error": error}
-        if previous is not None:
-            await self.store.set_service_deployment(service.name, previous.id)
-            details["restored"] = previous.id
-            message = (f"deployment #{deployment.number} failed: {error}; "
-                       f"#{previous.number} keeps serving")
-        else:
-            message = f"deployment #{deployment.number} failed: {error}"
-        await self._event(service.name, "error", message, details)
-        state = self._state.get(service.name)
-        if state:
-            state.slots = {k: v for k, v in state.slots.items() if k[0] != deployment.id}
-            state.crash_loop = False
-        if previous is not None:
+    async def _begin(self, service: Service, deployment: Deployment) -> Deployment | None:
+        """Resolve the image of a new deployment; a missing image fails it at once."""
+        begun = await self.store.update_deployment(
+            deployment.id, status="running", step="pulling", expect=("pending", "running")
+        )
+        if begun.status != "running":
             self.trigger(service.name)
-        return failed
+            return None
+        if deployment.status == "pending":
+            await self._event(service.name, "deploy",
+                              f"deployment #{deployment.number} started ({deployment.reason})",
+                              {"deployment": deployment.id, "image": deployment.spec.image,
+                               "actor": deployment.actor})
+        try:
+            if deployment.image_id is not None:  # a rollback: the image it ran before
+                image_id = await self.runtime.resolve_image(deployment.image_id)
+                await self._log(deployment, "pulling",
+                                f"reusing image {deployment.spec.image} ({image_id[:19]})")
+            else:
+                await self._log(deployment, "pulling", f"resolving image {deployment.spec.image}")
+                image_id = await self.runtime.resolve_image(deployment.spec.image)
+                await self._log(deployment, "pulling",
+                                f"image {deployment.spec.image} is {image_id[:19]}")
+        except ImageNotFound as exc:
+            await self._fail(service, begun, exc.message)
+            return None
+        fingerprint = deployment.fingerprint or deployment.spec.fingerprint(
+            image_id, deployment.id if deployment.forced else "")
+        return await self.store.update_deployment(deployment.id, image_id=image_id,
+                                                  fingerprint=fingerprint)
 
-    async def _last_good(self, deployment: Deployment) -> Deployment | None:
-        previous_id = deployment.previous_id
-        while previous_id:
-            candidate = await self.store.get_deployment(previous_id)
-            if candidate.status == "successful":
-                return candidate
-            previous_id = candidate.previous_id
-        return None
+    async def _equivalent(self, deployment: Deployment, replicas: Sequence[Replica]) -> frozenset[str]:
+        """The other deployments among `replicas` that run exactly what `deployment` runs."""
+        target = fingerprint_of(deployment)
+        others = sorted({r.deployment for r in replicas} - {deployment.id})
+        if target is None or not others:
+            return frozenset()
+        found = await self.store.deployments_by_id(others)
+        return frozenset(d.id for d in found.values() if fingerprint_of(d) == target)
 
     async def _progress(
-        self, service: Service, deployment: Deployment, state: _ServiceState, *, done: bool
+        self, service: Service, deployment: Deployment, state: _ServiceState, result: Plan
     ) -> None:
         if not deployment.active:
             return
-        if done:
-            await self.store.update_deployment(deployment.id, status="successful", step="done")
-            await self._event(service.name, "deploy",
-                              f"deployment #{deployment.number} successful",
-                              {"deployment": deployment.id, "replicas": service.desired_replicas})
+        if result.rollout_done:
+            done = await self.store.update_deployment(
+                deployment.id, status="successful", step="done",
+                expect=("running", "awaiting_promotion"),
+            )
+            if done.status == "successful":
+                message = f"deployment #{deployment.number} successful"
+                await self._log(deployment, "done",
+                                f"{service.desired_replicas} replica(s) healthy; {message}")
+                await self._event(service.name, "deploy", message,
+                                  {"deployment": deployment.id,
+                                   "replicas": service.desired_replicas})
             return
-        deadline = deployment.spec.deploy.progress_deadline_s
-        elapsed = (datetime.now(UTC) - deployment.created_at).total_seconds()
+        if result.canaries_ready and deployment.promoted_at is None:
+            if deployment.spec.deploy.auto_promote:
+                await self._promote(service.name, deployment, actor="auto_promote")
+            elif deployment.status != "awaiting_promotion":
+                waiting = await self.store.update_deployment(
+                    deployment.id, status="awaiting_promotion", step="promoting",
+                    expect=("running",))
+                if waiting.status == "awaiting_promotion":
+                    message = (f"deployment #{deployment.number}: {deployment.spec.deploy.canary}"
+                               " canary replica(s) healthy; awaiting promotion")
+                    await self._log(deployment, "promoting", message)
+                    await self._event(service.name, "deploy", message,
+                                      {"deployment": deployment.id})
+            return
+        if deployment.status == "awaiting_promotion":
+            return  # waiting for a person: no deadline
         crashing = any(
             entry.failures >= CRASH_LOOP_AFTER
             for (dep, _), entry in state.slots.items() if dep == deployment.id
         )
+        deadline = deployment.spec.deploy.progress_deadline_s
+        since = deployment.promoted_at or deployment.created_at
+        elapsed = (datetime.now(UTC) - since).total_seconds()
         if crashing:
             await self._fail(service, deployment, "new replicas keep failing")
         elif elapsed > deadline:
@@ -317,6 +386,86 @@ class Reconciler:
                              f"not healthy within progress_deadline_s={deadline:g}")
         else:
             self.trigger_later(service.name, deadline - elapsed + 0.1)
+
+    # deployment transitions -----------------------------------------------------------------
+
+    async def _fail(
+        self,
+        service: Service,
+        deployment: Deployment,
+        error: str,
+        *,
+        restore: bool | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> Deployment:
+        """Fail a deployment. With `restore` (default: the spec's auto_rollback) the last
+        successful deployment before it comes back as a new deployment, in the same
+        transaction; without, the service holds: what still serves stays, nothing starts."""
+        restore = deployment.spec.deploy.auto_rollback if restore is None else restore
+        good = (await self.store.last_successful(service.name, before_number=deployment.number)
+                if restore else None)
+        then = None
+        if good is not None:
+            spec = good.spec.model_copy(update={"replicas": service.replicas})
+            then = (spec, good, actor,
+                    f"rollback to #{good.number} (#{deployment.number} failed)")
+        try:
+            failed, rollback = await self.store.finish_deployment(
+                deployment.id, "rolled_back" if good else "failed", error=error, then=then,
+            )
+        except Conflict:
+            if actor != SYSTEM_ACTOR:
+                raise  # a person asked: tell them it had already ended
+            self.trigger(service.name)  # it ended meanwhile (promoted, failed, superseded)
+            return deployment
+        details: dict[str, Any] = {"deployment": deployment.id, "error": error, "actor": actor}
+        message = f"deployment #{deployment.number} failed: {error}"
+        if rollback is not None and good is not None:
+            details |= {"rollback": rollback.id, "restored": good.id}
+            message += f"; deployment #{rollback.number} restores #{good.number}"
+        elif restore:
+            message += "; nothing earlier succeeded, so nothing to restore"
+        await self._log(deployment, deployment.step, message)
+        await self._event(service.name, "error", message, details)
+        state = self._state.get(service.name)
+        if state:
+            state.slots = {k: v for k, v in state.slots.items() if k[0] != deployment.id}
+            state.crash_loop = False
+        self.trigger(service.name)
+        return failed
+
+    async def _promote(self, name: str, deployment: Deployment, *, actor: str) -> Deployment:
+        promoted = await self.store.update_deployment(
+            deployment.id, status="running", step="promoting", promoted=True,
+            expect=("running", "awaiting_promotion"),
+        )
+        if promoted.promoted_at is not None and promoted.active:
+            message = f"deployment #{deployment.number} promoted by {actor}; rolling the rest"
+            await self._log(deployment, "promoting", message)
+            await self._event(name, "deploy", message, {"deployment": deployment.id,
+                                                        "actor": actor})
+        self.trigger(name)
+        return promoted
+
+    async def promote(self, deployment_id: str, *, actor: str) -> Deployment:
+        """End the canary phase of a deployment whose canaries are healthy."""
+        deployment = await self.store.get_deployment(deployment_id)
+        _require_active(deployment)
+        if deployment.spec.deploy.strategy != "canary" or deployment.promoted_at is not None:
+            raise BadRequest(f"deployment #{deployment.number} has no canary phase to promote",
+                             code="NOT_PROMOTABLE", details={"deployment_id": deployment.id})
+        if deployment.status != "awaiting_promotion":
+            raise BadRequest(f"the canaries of deployment #{deployment.number} are not healthy yet",
+                             code="CANARIES_NOT_READY", details={"deployment_id": deployment.id})
+        return await self._promote(deployment.service, deployment, actor=actor)
+
+    async def fail(self, deployment_id: str, *, actor: str) -> Deployment:
+        """Abort a deployment in flight and restore the version that last succeeded."""
+        deployment = await self.store.get_deployment(deployment_id)
+        _require_active(deployment)
+        service = await self.store.get_service(deployment.service)
+        return await self._fail(service, deployment, f"failed by {actor}", restore=True,
+                                actor=actor)
 
     # actions --------------------------------------------------------------------------------
 
@@ -343,12 +492,16 @@ class Reconciler:
             replica = await self.runtime.start_replica(request)
         except LegatoError as exc:
             failures = self._record_failure(state, deployment.id, slot)
-            await self._event(service.name, "crash",
-                              f"replica {slot} failed to start: {exc.message}",
+            message = f"replica {slot} failed to start: {exc.message}"
+            await self._log(deployment, "starting", message)
+            await self._event(service.name, "crash", message,
                               {"slot": slot, "error": exc.message, "failures": failures,
                                "retry_in_s": backoff_s(failures)})
             await self._check_crash_loop(service.name, state)
             return
+        await self._log(deployment, "starting",
+                        f"started {replica.name} (container {replica.id[:12]}, "
+                        f"127.0.0.1:{replica.host_port})")
         self._track(replica, spec)
 
     async def _clear(
@@ -361,13 +514,16 @@ class Reconciler:
             tail = [line.message async for line in self.runtime.logs(
                 replica, tail=20, since=None, follow=False)]
         await self.runtime.remove_replica(replica.id)
-        if replica.deployment != deployment.id:
+        if replica.deployment not in state.current | {deployment.id}:
             return
-        failures = self._record_failure(state, replica.deployment, replica.slot)
+        failures = self._record_failure(state, deployment.id, replica.slot)
+        message = (f"replica {replica.name} exited with code {replica.exit_code}; "
+                   + ("not restarted: the deployment failed" if deployment.status == "failed"
+                      else f"restarting in {backoff_s(failures):g}s"))
+        if deployment.active:
+            await self._log(deployment, deployment.step, message)
         await self._event(
-            service.name, "crash",
-            f"replica {replica.name} exited with code {replica.exit_code}; "
-            f"restarting in {backoff_s(failures):g}s",
+            service.name, "crash", message,
             {"replica": replica.name, "container_id": replica.id[:12],
              "exit_code": replica.exit_code, "error": replica.error, "failures": failures,
              "logs": tail[-20:]},
@@ -381,8 +537,10 @@ class Reconciler:
         return entry.failures
 
     def _reset_backoff(self, state: _ServiceState, replicas: Sequence[Replica], now: float) -> None:
+        target = state.deployment.id if state.deployment else ""
         for replica in replicas:
-            key = (replica.deployment, replica.slot)
+            key = (target if replica.deployment in state.current else replica.deployment,
+                   replica.slot)
             health = self.health.state(replica.id)
             if key in state.slots and health.status == "healthy" and (
                 now - health.since >= HEALTHY_RESETS_BACKOFF_S
@@ -400,27 +558,36 @@ class Reconciler:
             await self._event(name, "crash", "service is in a crash loop",
                               {"failures": max(e.failures for e in state.slots.values())})
 
-    def _begin_retire(self, service: str, replica: Replica, reason: str) -> None:
+    def _begin_retire(
+        self, service: str, replica: Replica, reason: str, deployment: Deployment
+    ) -> None:
         if replica.id in self._retiring:
             return
         self._retiring[replica.id] = "drain"
-        self._spawn(self._retire(service, replica, reason))
+        self._spawn(self._retire(service, replica, reason, deployment))
 
-    async def _retire(self, service: str, replica: Replica, reason: str) -> None:
-        """Drain from the route, wait for in-flight requests, then stop and remove."""
+    async def _retire(
+        self, service: str, replica: Replica, reason: str, deployment: Deployment
+    ) -> None:
+        """Drain from the route, wait for in-flight requests (at most drain_timeout_s), then
+        stop (SIGTERM, SIGKILL after stop_timeout_s) and remove."""
+        deploy = deployment.spec.deploy
+        journal = deployment.active and reason == "rollout"
         try:
             in_route = self.health.status(replica.id) == "healthy"
             if reason == "unhealthy":
                 state = self._state.get(service)
                 if state is not None:
-                    self._record_failure(state, replica.deployment, replica.slot)
+                    self._record_failure(state, deployment.id, replica.slot)
                 await self._event(service, "health",
                                   f"replica {replica.name} is unhealthy; replacing it",
                                   {"replica": replica.name,
                                    "last_error": self.health.state(replica.id).last_error})
             if in_route:
                 await self._sync_routes()
-                deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                if journal:
+                    await self._log(deployment, "draining", f"draining {replica.name}")
+                deadline = time.monotonic() + deploy.drain_timeout_s
                 while time.monotonic() < deadline:
                     try:
                         if await self.edge.sessions(service, server_name(replica)) == 0:
@@ -431,25 +598,43 @@ class Reconciler:
             self._retiring[replica.id] = "out"
             await self._sync_routes()
             self.health.forget(replica.id)
-            await self.runtime.stop_replica(replica.id, STOP_TIMEOUT_S)
+            await self.runtime.stop_replica(replica.id, deploy.stop_timeout_s)
             await self.runtime.remove_replica(replica.id)
+            if journal:
+                await self._log(deployment, "draining", f"stopped and removed {replica.name}")
         except Exception:
             log.exception("retiring %s failed", replica.name)
         finally:
             self._retiring.pop(replica.id, None)
             self.trigger(service)
 
-    async def _teardown(self, name: str) -> None:
-        """The service is gone from the store: take its route down and remove its replicas."""
-        state = self._state.pop(name, None)
-        self._deleted.add(name)
+    async def _teardown(self, name: str, *, keep_data: bool) -> None:
+        """Take the service's route down, remove its replicas and, unless `keep_data`, its
+        volumes. Safe to repeat: a pass that fails half-way is retried."""
+        self._state.pop(name, None)
         await self._sync_routes()
         replicas = await self.runtime.list_replicas(name)
         for replica in replicas:
             self.health.forget(replica.id)
-        await asyncio.gather(*(self.runtime.remove_replica(r.id) for r in replicas
-                               if r.id not in self._retiring))
-        del state
+        await asyncio.gather(*(self.runtime.remove_replica(r.id) for r in replicas))
+        if not keep_data:
+            await self.runtime.remove_volumes(name)
+
+    # deployment steps and logs --------------------------------------------------------------
+
+    async def _step(self, deployment: Deployment, step: str, message: str) -> None:
+        """Move the deployment to `step` (steps only go forward) with a log line and event."""
+        if await self.store.advance_step(deployment.id, step):
+            await self._log(deployment, step, message)
+            await self._event(deployment.service, "deploy",
+                              f"deployment #{deployment.number}: {step}",
+                              {"deployment": deployment.id, "step": step})
+
+    async def _log(self, deployment: Deployment, step: str, message: str) -> None:
+        try:
+            await self.store.add_deployment_log(deployment.id, step, message)
+        except Exception:
+            log.exception("could not write the log of deployment %s", deployment.id)
 
     # health and routes ----------------------------------------------------------------------
 
@@ -472,8 +657,13 @@ class Reconciler:
                 self.health.forget(replica_id)
 
     def _on_health_change(self, replica: Replica, before: HealthState, after: HealthState) -> None:
-        self._spawn(self._sync_routes())
+        self._spawn(self._sync_routes_logged())
         self.trigger(replica.service)
+        state = self._state.get(replica.service)
+        target = state.deployment if state else None
+        if target is not None and target.active and replica.deployment == target.id:
+            self._spawn(self._log(target, "health", f"{replica.name} is {after.status}"
+                                  + (f": {after.last_error}" if after.last_error else "")))
         if before.status != "starting" or after.status != "healthy":
             self._spawn(self._event(
                 replica.service, "health",
@@ -484,7 +674,7 @@ class Reconciler:
 
     def route_of(self, name: str) -> Route | None:
         state = self._state.get(name)
-        if state is None or state.spec is None or not state.spec.routed or name in self._deleted:
+        if state is None or state.spec is None or not state.spec.routed:
             return None
         upstreams = []
         for replica in state.replicas:
@@ -510,6 +700,13 @@ class Reconciler:
                 await self.edge.apply(list(routes.values()))
                 self._routes = routes
 
+    async def _sync_routes_logged(self) -> None:
+        """A route sync nobody awaits: failures are logged (the pass that follows retries)."""
+        try:
+            await self._sync_routes()
+        except LegatoError as exc:
+            log.warning("route update failed: %s", exc.message)
+
     # reading --------------------------------------------------------------------------------
 
     def replicas_of(self, name: str) -> tuple[Replica, ...]:
@@ -525,7 +722,7 @@ class Reconciler:
             return "stopped"
         if state and state.crash_loop:
             return "crash_loop"
-        if deployment is not None and deployment.status == "failed" and healthy == 0:
+        if deployment is not None and deployment.status == "failed":
             return "failed"
         if deployment is not None and deployment.active:
             return "deploying"
@@ -538,3 +735,10 @@ class Reconciler:
             await self.store.add_event(service, type_, message, details)
         except Exception:
             log.exception("could not record event for %s", service)
+
+
+def _require_active(deployment: Deployment) -> None:
+    if not deployment.active:
+        raise Conflict(f"deployment #{deployment.number} is {deployment.status}, not in progress",
+                       code="DEPLOYMENT_NOT_ACTIVE",
+                       details={"deployment_id": deployment.id, "status": deployment.status})

@@ -1,8 +1,11 @@
 """The planner: desired state + what runs -> the actions that converge them. Pure: no IO.
 
 Like Nomad's reconciler it only decides; `loop.py` carries the actions out. A rollout keeps
-old replicas until new ones are healthy (`max_surge`/`max_unavailable`), so a deployment
-that never gets healthy leaves the old version serving.
+old replicas until new ones are healthy (`max_surge`/`max_unavailable`, and for
+`min_healthy_s`), so a deployment that never gets healthy leaves the old version serving.
+Replicas of any deployment that runs exactly what the target runs (`Desired.current`) count
+as the target's: a rollback or a change of routing or policy adopts them instead of
+restarting them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from legato.runtime.base import Replica
 
 Health = Literal["starting", "healthy", "unhealthy"]
 Strategy = Literal["rolling", "canary", "recreate"]
+RetireReason = Literal["scale_down", "rollout", "unhealthy", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Retire:
     """Take a replica out of the route, let it finish its requests, stop and remove it."""
 
     replica: Replica
-    reason: Literal["scale_down", "rollout", "unhealthy", "stopped"]
+    reason: RetireReason
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,20 @@ class Desired:
     strategy: Strategy = "rolling"
     max_surge: int = 1
     max_unavailable: int = 0
+    canary: int = 0  # canaries to run beside the old version until promoted
+    promoted: bool = True  # the canary phase is over (or there never was one)
+    min_healthy_s: float = 0.0  # how long a new replica is healthy before old ones go for it
+    hold: bool = False  # the deployment failed and stays: start nothing, remove what fails
+    current: frozenset[str] = frozenset()  # other deployments that run what this one runs
+
+
+@dataclass(frozen=True)
+class Observed:
+    replicas: tuple[Replica, ...]
+    health: Mapping[str, Health] = field(default_factory=dict)
+    healthy_for: Mapping[str, float] = field(default_factory=dict)  # seconds, healthy ones
+    retiring: frozenset[str] = frozenset()
+    backoff_slots: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -54,17 +72,12 @@ class Plan:
     actions: tuple[Action, ...]
     waiting_slots: tuple[int, ...] = ()  # slots held back by crash backoff
     rollout_done: bool = False
+    canaries_ready: bool = False  # in the canary phase, every canary is healthy: promotable
+    recheck_in_s: float | None = None  # a replica becomes stable then: plan again
+    switching: bool = False  # traffic moves: new replicas serve while old ones still do or go
 
     def of(self, kind: type[Action]) -> list[Action]:
         return [a for a in self.actions if isinstance(a, kind)]
-
-
-@dataclass(frozen=True)
-class Observed:
-    replicas: tuple[Replica, ...]
-    health: Mapping[str, Health] = field(default_factory=dict)
-    retiring: frozenset[str] = frozenset()
-    backoff_slots: frozenset[int] = frozenset()
 
 
 def plan(desired: Desired, observed: Observed) -> Plan:
@@ -84,35 +97,50 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     def healthy(replica: Replica) -> bool:
         return observed.health.get(replica.id) == "healthy"
 
-    new = [r for r in live if r.deployment == desired.deployment]
-    old = [r for r in live if r.deployment != desired.deployment]
-    count = desired.replicas
-    reason: Literal["scale_down", "stopped"] = "scale_down" if count else "stopped"
+    def stable(replica: Replica) -> bool:
+        return healthy(replica) and observed.healthy_for.get(replica.id, 0.0) >= desired.min_healthy_s
 
-    # Scale down the current deployment: the least useful replicas go first.
-    surplus = len(new) - count
+    ours = desired.current | {desired.deployment}
+    new = [r for r in live if r.deployment in ours]
+    old = [r for r in live if r.deployment not in ours]
+    count = desired.replicas
+    down: RetireReason = "scale_down" if count else "stopped"
+
+    if desired.hold and count > 0:
+        # Failed without a rollback: what still serves stays, nothing new starts.
+        return Plan(tuple(actions))
+
+    canary_phase = (desired.strategy == "canary" and not desired.promoted and desired.canary > 0
+                    and bool(old) and count > 0)
+    wanted = min(desired.canary, count) if canary_phase else count
+
+    # More of the target than wanted (a scale-down): the least useful go first.
+    surplus = len(new) - wanted
     if surplus > 0:
         extra = _least_useful(new, healthy)[:surplus]
-        actions.extend(Retire(r, reason) for r in extra)
+        actions.extend(Retire(r, down) for r in extra)
         new = [r for r in new if r not in extra]
 
-    old_healthy = sum(1 for r in old if healthy(r))
-    new_healthy = sum(1 for r in new if healthy(r))
-
-    if desired.strategy == "recreate" or count == 0:
+    new_stable = sum(1 for r in new if stable(r))
+    retire_old: list[Replica]
+    if canary_phase:
+        # Canaries run beside every old replica; nothing old goes until promotion.
+        retire_old = []
+        start_budget = wanted - len(new)
+    elif desired.strategy == "recreate" or count == 0:
         # Recreate starts the new version only once the old one has fully stopped.
         old_stopping = any(
-            r.deployment != desired.deployment and r.id in observed.retiring and not r.gone
+            r.deployment not in ours and r.id in observed.retiring and not r.gone
             for r in observed.replicas
         )
         retire_old = old
         start_budget = 0 if old or old_stopping else count - len(new)
-    elif old_healthy == 0:
+    elif not any(healthy(r) for r in old):
         # Nothing healthy to protect: replace everything at once.
-        retire_old = old if new_healthy >= count or count == 0 else []
+        retire_old = old if new_stable >= count else []
         start_budget = count - len(new)
     else:
-        keep_old = max(0, count - desired.max_unavailable - new_healthy)
+        keep_old = max(0, count - desired.max_unavailable - new_stable)
         retire_old = _least_useful(old, healthy)[: max(0, len(old) - keep_old)]
         surge_room = count + desired.max_surge - (len(new) + len(old) - len(retire_old))
         start_budget = max(0, min(count - len(new), surge_room))
@@ -129,14 +157,18 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         else:
             actions.append(Start(slot))
 
-    done = (
-        len(new) == count
-        and new_healthy == count
-        and not old
-        and not any(isinstance(a, Start) for a in actions)
-        and not waiting
+    starting = any(isinstance(a, Start) for a in actions) or bool(waiting)
+    settling = [desired.min_healthy_s - observed.healthy_for.get(r.id, 0.0)
+                for r in new if healthy(r) and not stable(r)]
+    return Plan(
+        tuple(actions),
+        tuple(waiting),
+        rollout_done=not canary_phase and len(new) == count and new_stable == count
+        and not old and not starting,
+        canaries_ready=canary_phase and len(new) == wanted and new_stable == wanted,
+        recheck_in_s=max(0.0, min(settling)) if settling else None,
+        switching=not canary_phase and any(healthy(r) for r in new) and bool(old),
     )
-    return Plan(tuple(actions), tuple(waiting), rollout_done=done)
 
 
 def _least_useful(

@@ -71,7 +71,9 @@ class FakeRuntime:
             raise RuntimeFailure("fake runtime is unavailable")
 
     async def resolve_image(self, reference: str) -> str:
-        """`sha256:<hex>` for a known reference; ImageNotFound otherwise."""
+        """`sha256:<hex>` for a known reference (or that ID itself); ImageNotFound otherwise."""
+        if reference in {image_id(i) for i in self.images}:
+            return reference
         if reference not in self.images:
             raise ImageNotFound(reference, "not in the fake runtime's images")
         return image_id(reference)
@@ -167,6 +169,11 @@ class FakeRuntime:
         self.closed = True
 
     # test helpers ---------------------------------------------------------------------------
+
+    @property
+    def volumes(self) -> set[tuple[str, str]]:
+        """(service, volume name) of every volume that exists now."""
+        return set(self._volumes)
 
     def crash(self, replica_id: str, exit_code: int = 1, error: str = "") -> Replica:
         """Make a running replica exit with `exit_code`, as if its process died."""

@@ -1,6 +1,6 @@
-"""The state store: desired state, deployments, events and tokens."""
+"""The state store: desired state, deployments, events, tokens and pending removals."""
 
-from legato.store.models import Deployment, Event, Service, Token
+from legato.store.models import Deployment, DeploymentLog, Event, Removal, Service, Token
 from legato.store.sqlite import Store
 
-__all__ = ["Deployment", "Event", "Service", "Store", "Token"]
+__all__ = ["Deployment", "DeploymentLog", "Event", "Removal", "Service", "Store", "Token"]

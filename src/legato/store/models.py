@@ -15,6 +15,9 @@ DeploymentStatus = Literal[
     "pending", "running", "awaiting_promotion", "successful", "failed", "cancelled", "rolled_back"
 ]
 ACTIVE_DEPLOYMENT = ("pending", "running", "awaiting_promotion")
+FINISHED_DEPLOYMENT = ("successful", "failed", "cancelled", "rolled_back")
+# The pipeline of a deployment, in order; a deployment moves forward through it, never back.
+STEPS = ("queued", "pulling", "starting", "health", "promoting", "switching", "draining", "done")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,15 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Removal:
+    """A deleted service whose containers, route and (unless keep_data) volumes still go."""
+
+    service: str
+    keep_data: bool
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
 class Deployment:
     id: str
     service: str
@@ -48,10 +60,27 @@ class Deployment:
     created_at: datetime
     updated_at: datetime
     steps: tuple[dict[str, Any], ...] = ()
+    fingerprint: str | None = None  # what its containers run; set once the image is resolved
+    rollback_of: str | None = None  # the deployment this one copies (rollbacks)
+    forced: bool = False  # replace every replica even if what they run is unchanged
+    promoted_at: datetime | None = None  # canary phase over (set from the start: no canary)
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_DEPLOYMENT
+
+    @property
+    def step(self) -> str:
+        return str(self.steps[-1]["name"]) if self.steps else "queued"
+
+
+@dataclass(frozen=True)
+class DeploymentLog:
+    """One line of a deployment's own log, written by the step it belongs to."""
+
+    step: str
+    message: str
+    at: datetime
 
 
 @dataclass(frozen=True)

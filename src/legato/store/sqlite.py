@@ -1,4 +1,13 @@
-"""SQLite store (WAL). Blocking calls run in a worker thread; callers only ever await."""
+"""SQLite store (WAL), with services and current deployments also held in memory.
+
+This process is the database's only writer, so, like Nomad's state store, reads of services
+and of the deployments they run are answered from memory: the API's hot paths never wait for
+a thread. Every write is a transaction run in a worker thread under one lock; its changes to
+the in-memory copies are handed to the event loop after COMMIT and applied there before the
+write returns, so memory is only ever touched by the loop and never shows an uncommitted
+state. Everything else (deployment history, events, logs) is read from the database in a
+thread.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from legato.errors import Conflict, DeploymentNotFound, ServiceNotFound
+from legato.errors import (
+    Conflict,
+    DeploymentInProgress,
+    DeploymentNotFound,
+    NotFound,
+    ServiceNotFound,
+)
 from legato.spec import ServiceSpec
-from legato.store.models import Deployment, Event, Service, Token
+from legato.store.models import (
+    FINISHED_DEPLOYMENT,
+    STEPS,
+    Deployment,
+    DeploymentLog,
+    Event,
+    Removal,
+    Service,
+    Token,
+)
 
 T = TypeVar("T")
 
@@ -69,7 +93,28 @@ MIGRATIONS: Sequence[str] = (
         last_used_at TEXT
     );
     """,
+    """
+    CREATE TABLE removals (
+        service TEXT PRIMARY KEY,
+        keep_data INTEGER NOT NULL,
+        requested_at TEXT NOT NULL
+    );
+    ALTER TABLE deployments ADD COLUMN fingerprint TEXT;
+    ALTER TABLE deployments ADD COLUMN rollback_of TEXT;
+    ALTER TABLE deployments ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN promoted_at TEXT;
+    CREATE TABLE deployment_logs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX deployment_logs_deployment ON deployment_logs(deployment_id, id);
+    """,
 )
+
+_DEPLOYMENT_CACHE_MAX = 2048  # deployments kept in memory besides the services' current ones
 
 
 def now() -> datetime:
@@ -89,7 +134,8 @@ def new_id(prefix: str) -> str:
 
 
 class Store:
-    """All state lives here; every method is a short transaction run off the event loop."""
+    """All state lives here. Reads of services and current deployments come from memory;
+    every write is a short transaction run off the event loop."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,11 +147,29 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        self._services: dict[str, Service] = {}
+        self._deployments: dict[str, Deployment] = {}
+        self._tokens: dict[str, Token] = {}  # hash -> token, see token_by_hash
+        self._token_generation = 0
+        self._removals: dict[str, Removal] = {}
+        self._on_commit: list[Callable[[], None]] = []
+        self._load()
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def _load(self) -> None:
+        """Services and their current deployments into memory (once, at open)."""
+        for row in self._db.execute("SELECT * FROM services"):
+            self._services[row["name"]] = _service(row)
+        for row in self._db.execute(
+            "SELECT d.* FROM deployments d JOIN services s ON s.deployment_id = d.id"
+        ):
+            self._deployments[row["id"]] = _deployment(row)
+        for row in self._db.execute("SELECT * FROM removals"):
+            self._removals[row["service"]] = _removal(row)
 
     def close(self) -> None:
         with self._lock:
@@ -119,14 +183,24 @@ class Store:
         return await asyncio.to_thread(locked)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction. The in-memory changes it queued (`_on_commit`) are
+        scheduled on the loop after COMMIT, ahead of this coroutine's own resumption."""
+        loop = asyncio.get_running_loop()
+
         def transaction(db: sqlite3.Connection) -> T:
+            changes: list[Callable[[], None]] = []
+            self._on_commit = changes
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            finally:
+                self._on_commit = []
             db.execute("COMMIT")
+            if changes:
+                loop.call_soon_threadsafe(_apply, changes)
             return result
 
         return await self._run(transaction)
@@ -134,33 +208,60 @@ class Store:
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
+    # in-memory copies (changed on the loop only) -------------------------------------------
+
+    def _reload_service(self, db: sqlite3.Connection, name: str) -> Service:
+        """The service as this transaction left it; memory follows after COMMIT."""
+        service = _load_service(db, name)
+        self._on_commit.append(lambda: self._services.__setitem__(name, service))
+        return service
+
+    def _reload_deployment(self, db: sqlite3.Connection, deployment_id: str) -> Deployment:
+        deployment = _load_deployment(db, deployment_id)
+        self._on_commit.append(lambda: self._remember(deployment))
+        return deployment
+
+    def _remember(self, deployment: Deployment) -> None:
+        if len(self._deployments) >= _DEPLOYMENT_CACHE_MAX:
+            current = {s.deployment_id for s in self._services.values()}
+            self._deployments = {k: v for k, v in self._deployments.items() if k in current}
+        self._deployments[deployment.id] = deployment
+
     # services -------------------------------------------------------------------------------
 
     async def get_service(self, name: str) -> Service:
-        row = await self._run(
-            lambda db: db.execute("SELECT * FROM services WHERE name = ?", (name,)).fetchone()
-        )
-        if row is None:
+        service = self._services.get(name)
+        if service is None:
             raise ServiceNotFound(name)
-        return _service(row)
+        return service
 
     async def list_services(
         self, project: str | None = None, environment: str | None = None
     ) -> list[Service]:
-        query, args = "SELECT * FROM services WHERE 1=1", []
-        if project:
-            query += " AND project = ?"
-            args.append(project)
-        if environment:
-            query += " AND environment = ?"
-            args.append(environment)
-        rows = await self._run(lambda db: db.execute(query + " ORDER BY name", args).fetchall())
-        return [_service(r) for r in rows]
+        return [
+            s for _, s in sorted(self._services.items())
+            if (not project or s.project == project)
+            and (not environment or s.environment == environment)
+        ]
+
+    async def list_services_with_deployments(
+        self,
+        project: str | None = None,
+        environment: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[Service, Deployment | None]]:
+        """Services by name (after `after`, at most `limit`), each with its current deployment."""
+        found = [s for s in await self.list_services(project, environment)
+                 if after is None or s.name > after]
+        return [(s, self._deployments.get(s.deployment_id or "")) for s in found[:limit]]
 
     async def apply_spec(
-        self, spec: ServiceSpec, *, actor: str, reason: str
+        self, spec: ServiceSpec, *, actor: str, reason: str, supersede: bool = False
     ) -> tuple[Service, Deployment | None]:
-        """Create or update a service; a new deployment only when what runs changes."""
+        """Create or update a service; a new deployment only when what runs changes (while one
+        is in flight: DeploymentInProgress, unless `supersede`)."""
 
         def apply(db: sqlite3.Connection) -> tuple[Service, Deployment | None]:
             row = db.execute("SELECT * FROM services WHERE name = ?", (spec.name,)).fetchone()
@@ -170,8 +271,8 @@ class Store:
                     "INSERT INTO services VALUES (?, ?, ?, ?, 0, NULL, ?, ?)",
                     (spec.name, spec.project, spec.environment, spec.replicas, stamp, stamp),
                 )
-                deployment = _insert_deployment(db, spec, actor, reason, previous_id=None)
-                return _load_service(db, spec.name), deployment
+                deployment = self._insert_deployment(db, spec, actor=actor, reason=reason)
+                return self._reload_service(db, spec.name), deployment
             service = _service(row)
             if (service.project, service.environment) != (spec.project, spec.environment):
                 raise Conflict(
@@ -181,17 +282,17 @@ class Store:
                     details={"name": spec.name, "project": service.project},
                 )
             current = _load_deployment(db, service.deployment_id) if service.deployment_id else None
+            same = current is not None and current.status != "failed" and current.spec.model_copy(
+                update={"replicas": spec.replicas}
+            ) == spec
+            created = None if same else self._insert_deployment(
+                db, spec, actor=actor, reason=reason, supersede=supersede
+            )
             db.execute(
                 "UPDATE services SET replicas = ?, stopped = 0, updated_at = ? WHERE name = ?",
                 (spec.replicas, stamp, spec.name),
             )
-            same = current is not None and current.spec.model_copy(
-                update={"replicas": spec.replicas}
-            ) == spec
-            if same and current is not None and current.status != "failed":
-                return _load_service(db, spec.name), None
-            deployment = _insert_deployment(db, spec, actor, reason, previous_id=service.deployment_id)
-            return _load_service(db, spec.name), deployment
+            return self._reload_service(db, spec.name), created
 
         return await self._write(apply)
 
@@ -202,7 +303,7 @@ class Store:
                 "UPDATE services SET replicas = ?, updated_at = ? WHERE name = ?",
                 (replicas, _ts(now()), name),
             )
-            return _load_service(db, name), previous.replicas
+            return self._reload_service(db, name), previous.replicas
 
         return await self._write(scale)
 
@@ -213,53 +314,144 @@ class Store:
                 "UPDATE services SET stopped = ?, updated_at = ? WHERE name = ?",
                 (int(stopped), _ts(now()), name),
             )
-            return _load_service(db, name)
+            return self._reload_service(db, name)
 
         return await self._write(update)
 
-    async def set_service_deployment(self, name: str, deployment_id: str) -> None:
-        await self._write(
-            lambda db: db.execute(
-                "UPDATE services SET deployment_id = ?, updated_at = ? WHERE name = ?",
-                (deployment_id, _ts(now()), name),
+    async def delete_service(self, name: str, *, keep_data: bool) -> Service:
+        """Forget a service and record its removal, which the reconciler carries out (and
+        finds again after a crash): containers, route and, unless `keep_data`, volumes."""
+
+        def delete(db: sqlite3.Connection) -> Service:
+            service = _load_service(db, name)
+            for table, column in (("services", "name"), ("events", "service")):
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))  # noqa: S608
+            db.execute(
+                "DELETE FROM deployment_logs WHERE deployment_id IN"
+                " (SELECT id FROM deployments WHERE service = ?)", (name,),
             )
-        )
-
-    async def delete_service(self, name: str) -> None:
-        def delete(db: sqlite3.Connection) -> None:
-            _load_service(db, name)
-            db.execute("DELETE FROM services WHERE name = ?", (name,))
             db.execute("DELETE FROM deployments WHERE service = ?", (name,))
+            db.execute(
+                "INSERT INTO removals (service, keep_data, requested_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(service) DO UPDATE SET keep_data = excluded.keep_data",
+                (name, int(keep_data), _ts(now())),
+            )
 
-        await self._write(delete)
+            removal = _removal(db.execute(
+                "SELECT * FROM removals WHERE service = ?", (name,)).fetchone())
+
+            def forget() -> None:
+                self._removals[name] = removal
+                self._services.pop(name, None)
+                for deployment_id in [k for k, d in self._deployments.items() if d.service == name]:
+                    del self._deployments[deployment_id]
+
+            self._on_commit.append(forget)
+            return service
+
+        return await self._write(delete)
+
+    async def pending_removal(self, name: str) -> Removal | None:
+        return self._removals.get(name)
+
+    async def list_removals(self) -> list[str]:
+        return sorted(self._removals)
+
+    def _forget_removal(self, name: str) -> None:
+        self._removals.pop(name, None)
+
+    async def finish_removal(self, name: str) -> None:
+        def finish(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM removals WHERE service = ?", (name,))
+            self._on_commit.append(lambda: self._forget_removal(name))
+
+        await self._write(finish)
 
     # deployments ----------------------------------------------------------------------------
 
     async def create_deployment(
-        self, spec: ServiceSpec, *, actor: str, reason: str, previous_id: str | None
+        self,
+        spec: ServiceSpec,
+        *,
+        actor: str,
+        reason: str,
+        supersede: bool = False,
+        copy_of: Deployment | None = None,
+        forced: bool = False,
+        promoted: bool = False,
     ) -> Deployment:
-        return await self._write(lambda db: _insert_deployment(db, spec, actor, reason, previous_id))
+        """A new deployment of an existing service, which becomes its current one.
+
+        `copy_of` (rollbacks) reuses that deployment's resolved image and fingerprint, so
+        nothing is pulled or rebuilt. While another deployment is in flight this raises
+        DeploymentInProgress, unless `supersede` (which cancels it).
+        """
+
+        def create(db: sqlite3.Connection) -> Deployment:
+            _load_service(db, spec.name)
+            deployment = self._insert_deployment(
+                db, spec, actor=actor, reason=reason, supersede=supersede, copy_of=copy_of,
+                forced=forced, promoted=promoted,
+            )
+            self._reload_service(db, spec.name)
+            return deployment
+
+        return await self._write(create)
 
     async def get_deployment(self, deployment_id: str) -> Deployment:
-        return await self._run(lambda db: _load_deployment(db, deployment_id))
+        if (cached := self._deployments.get(deployment_id)) is not None:
+            return cached
+        deployment = await self._run(lambda db: _load_deployment(db, deployment_id))
+        self._remember(deployment)
+        return deployment
 
-    async def list_deployments(self, service: str, limit: int = 100) -> list[Deployment]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT * FROM deployments WHERE service = ? ORDER BY number DESC LIMIT ?",
-                (service, limit),
+    async def current_deployment(self, name: str) -> Deployment | None:
+        service = await self.get_service(name)
+        return await self.get_deployment(service.deployment_id) if service.deployment_id else None
+
+    async def list_deployments(
+        self, service: str, *, before_number: int | None = None, limit: int = 100
+    ) -> list[Deployment]:
+        """The service's deployments, newest first (numbers below `before_number`)."""
+
+        def query(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            return db.execute(
+                "SELECT * FROM deployments WHERE service = ? AND number < ?"
+                " ORDER BY number DESC LIMIT ?",
+                (service, before_number if before_number is not None else 2**62, limit),
             ).fetchall()
-        )
-        return [_deployment(r) for r in rows]
+
+        return [_deployment(r) for r in await self._run(query)]
+
+    async def deployment_by_number(self, service: str, number: int) -> Deployment:
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM deployments WHERE service = ? AND number = ?", (service, number)
+        ).fetchone())
+        if row is None:
+            raise DeploymentNotFound(f"{service}#{number}")
+        return _deployment(row)
 
     async def deployments_by_id(self, ids: Sequence[str]) -> dict[str, Deployment]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self._run(
-            lambda db: db.execute(f"SELECT * FROM deployments WHERE id IN ({marks})", ids).fetchall()  # noqa: S608
-        )
-        return {r["id"]: _deployment(r) for r in rows}
+        found = {i: self._deployments[i] for i in ids if i in self._deployments}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            marks = ",".join("?" * len(missing))
+            rows = await self._run(lambda db: db.execute(
+                f"SELECT * FROM deployments WHERE id IN ({marks})", missing  # noqa: S608
+            ).fetchall())
+            for row in rows:
+                found[row["id"]] = deployment = _deployment(row)
+                self._remember(deployment)
+        return found
+
+    async def last_successful(self, service: str, *, before_number: int) -> Deployment | None:
+        """The newest successful deployment numbered below `before_number` that can run again
+        (its image was resolved)."""
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM deployments WHERE service = ? AND number < ? AND status = 'successful'"
+            " AND image_id IS NOT NULL ORDER BY number DESC LIMIT 1", (service, before_number),
+        ).fetchone())
+        return _deployment(row) if row else None
 
     async def update_deployment(
         self,
@@ -268,34 +460,170 @@ class Store:
         status: str | None = None,
         error: str | None = None,
         image_id: str | None = None,
+        fingerprint: str | None = None,
         step: str | None = None,
+        promoted: bool = False,
+        expect: Sequence[str] | None = None,
     ) -> Deployment:
+        """Change a deployment; `step` only ever moves forward (see STEPS). With `expect`,
+        nothing changes unless its status is one of those (a concurrent transition won)."""
+
         def update(db: sqlite3.Connection) -> Deployment:
             current = _load_deployment(db, deployment_id)
+            if expect is not None and current.status not in expect:
+                return current
             stamp = now()
-            steps = list(current.steps)
-            if step is not None and (not steps or steps[-1]["name"] != step):
-                if steps and steps[-1].get("finished_at") is None:
-                    steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
-                steps.append({"name": step, "started_at": _ts(stamp), "finished_at": None})
-            finished = status in ("successful", "failed", "cancelled", "rolled_back")
-            if finished and steps and steps[-1].get("finished_at") is None:
+            steps = _advance(list(current.steps), step, stamp)
+            if status in FINISHED_DEPLOYMENT and steps and steps[-1].get("finished_at") is None:
                 steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
             db.execute(
-                "UPDATE deployments SET status = ?, error = ?, image_id = ?, steps = ?, updated_at = ?"
-                " WHERE id = ?",
+                "UPDATE deployments SET status = ?, error = ?, image_id = ?, fingerprint = ?,"
+                " steps = ?, promoted_at = ?, updated_at = ? WHERE id = ?",
                 (
                     status or current.status,
                     error if error is not None else current.error,
                     image_id or current.image_id,
+                    fingerprint or current.fingerprint,
                     json.dumps(steps),
+                    _ts(current.promoted_at or (stamp if promoted else None)),
                     _ts(stamp),
                     deployment_id,
                 ),
             )
-            return _load_deployment(db, deployment_id)
+            return self._reload_deployment(db, deployment_id)
 
         return await self._write(update)
+
+    async def advance_step(self, deployment_id: str, step: str) -> bool:
+        """Begin `step` if the deployment is in flight and has not reached it; whether it did."""
+
+        def advance(db: sqlite3.Connection) -> bool:
+            current = _load_deployment(db, deployment_id)
+            if not current.active:
+                return False
+            steps = _advance(list(current.steps), step, now())
+            if len(steps) == len(current.steps):
+                return False
+            db.execute("UPDATE deployments SET steps = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(steps), _ts(now()), deployment_id))
+            self._reload_deployment(db, deployment_id)
+            return True
+
+        return await self._write(advance)
+
+    async def finish_deployment(
+        self,
+        deployment_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        then: tuple[ServiceSpec, Deployment, str, str] | None = None,
+    ) -> tuple[Deployment, Deployment | None]:
+        """End a deployment with `status` and, in the same transaction, optionally start its
+        successor: `then` = (spec, deployment to copy, actor, reason). Crash-safe: a failed
+        deployment and the rollback it calls for are recorded together or not at all."""
+
+        def finish(db: sqlite3.Connection) -> tuple[Deployment, Deployment | None]:
+            current = _load_deployment(db, deployment_id)
+            if not current.active:
+                raise Conflict(
+                    f"deployment #{current.number} is {current.status}, not in progress",
+                    code="DEPLOYMENT_NOT_ACTIVE",
+                    details={"deployment_id": deployment_id, "status": current.status},
+                )
+            stamp = _ts(now())
+            steps = list(current.steps)
+            if steps and steps[-1].get("finished_at") is None:
+                steps[-1] = {**steps[-1], "finished_at": stamp}
+            db.execute(
+                "UPDATE deployments SET status = ?, error = COALESCE(?, error), steps = ?,"
+                " updated_at = ? WHERE id = ?",
+                (status, error, json.dumps(steps), stamp, deployment_id),
+            )
+            finished = self._reload_deployment(db, deployment_id)
+            successor = None
+            if then is not None:
+                spec, source, actor, reason = then
+                successor = self._insert_deployment(
+                    db, spec, actor=actor, reason=reason, copy_of=source, promoted=True
+                )
+                self._reload_service(db, spec.name)
+            return finished, successor
+
+        return await self._write(finish)
+
+    def _insert_deployment(
+        self,
+        db: sqlite3.Connection,
+        spec: ServiceSpec,
+        *,
+        actor: str,
+        reason: str,
+        supersede: bool = False,
+        copy_of: Deployment | None = None,
+        forced: bool = False,
+        promoted: bool = False,
+    ) -> Deployment:
+        """Insert a pending deployment and make it the service's current one. Only one is in
+        flight per service: another raises DeploymentInProgress unless `supersede`."""
+        active = db.execute(
+            "SELECT id, number, status FROM deployments WHERE service = ?"
+            " AND status IN ('pending', 'running', 'awaiting_promotion')"  # ACTIVE_DEPLOYMENT
+            " ORDER BY number DESC LIMIT 1",
+            (spec.name,),
+        ).fetchone()
+        if active is not None and not supersede:
+            raise DeploymentInProgress(active["id"], active["number"], active["status"])
+        number = db.execute(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE service = ?", (spec.name,)
+        ).fetchone()[0]
+        previous = db.execute(
+            "SELECT deployment_id FROM services WHERE name = ?", (spec.name,)
+        ).fetchone()
+        deployment_id = new_id("dpl")
+        stamp = _ts(now())
+        steps = json.dumps([{"name": "queued", "started_at": stamp, "finished_at": None}])
+        db.execute(
+            "INSERT INTO deployments (id, service, number, spec, status, reason, actor, image_id,"
+            " fingerprint, rollback_of, forced, promoted_at, previous_id, steps, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (deployment_id, spec.name, number, spec.model_dump_json(), reason, actor,
+             copy_of.image_id if copy_of else None, copy_of.fingerprint if copy_of else None,
+             copy_of.id if copy_of else None, int(forced), stamp if promoted else None,
+             previous["deployment_id"] if previous else None, steps, stamp, stamp),
+        )
+        if active is not None:
+            superseded = _load_deployment(db, active["id"])
+            closed = list(superseded.steps)
+            if closed and closed[-1].get("finished_at") is None:
+                closed[-1] = {**closed[-1], "finished_at": stamp}
+            db.execute(
+                "UPDATE deployments SET status = 'cancelled', error = ?, steps = ?, updated_at = ?"
+                " WHERE id = ?",
+                (f"superseded by deployment #{number}", json.dumps(closed), stamp, active["id"]),
+            )
+            self._reload_deployment(db, active["id"])
+        db.execute(
+            "UPDATE services SET deployment_id = ?, updated_at = ? WHERE name = ?",
+            (deployment_id, stamp, spec.name),
+        )
+        return self._reload_deployment(db, deployment_id)
+
+    # deployment logs ------------------------------------------------------------------------
+
+    async def add_deployment_log(self, deployment_id: str, step: str, message: str) -> None:
+        stamp = _ts(now())
+        await self._run(lambda db: db.execute(
+            "INSERT INTO deployment_logs (deployment_id, step, message, created_at)"
+            " VALUES (?, ?, ?, ?)", (deployment_id, step, message, stamp),
+        ))
+
+    async def deployment_logs(self, deployment_id: str) -> list[DeploymentLog]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM deployment_logs WHERE deployment_id = ? ORDER BY id", (deployment_id,)
+        ).fetchall())
+        return [DeploymentLog(r["step"], r["message"], datetime.fromisoformat(r["created_at"]))
+                for r in rows]
 
     # events ---------------------------------------------------------------------------------
 
@@ -366,13 +694,30 @@ class Store:
             )
             return _load_token(db, token_id)
 
-        return await self._write(insert)
+        try:
+            return await self._write(insert)
+        finally:
+            self._forget_tokens()
 
     async def token_by_hash(self, token_hash: str) -> Token | None:
+        """The token with this hash. Every request asks, so known tokens are answered from
+        memory; this store is their only writer and forgets them on every token write."""
+        if (cached := self._tokens.get(token_hash)) is not None:
+            return cached
+        generation = self._token_generation
         row = await self._run(
             lambda db: db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
         )
-        return _token(row) if row else None
+        if row is None:
+            return None
+        token = _token(row)
+        if generation == self._token_generation:  # no token write happened meanwhile
+            self._tokens[token_hash] = token
+        return token
+
+    def _forget_tokens(self) -> None:
+        self._token_generation += 1
+        self._tokens.clear()
 
     async def list_tokens(self) -> list[Token]:
         rows = await self._run(
@@ -392,7 +737,10 @@ class Store:
             )
             return _load_token(db, token_id)
 
-        return await self._write(revoke)
+        try:
+            return await self._write(revoke)
+        finally:
+            self._forget_tokens()
 
     async def touch_token(self, token_id: str) -> None:
         await self._run(
@@ -400,6 +748,23 @@ class Store:
                 "UPDATE tokens SET last_used_at = ? WHERE id = ?", (_ts(now()), token_id)
             )
         )
+
+
+def _apply(changes: list[Callable[[], None]]) -> None:
+    for change in changes:
+        change()
+
+
+def _advance(steps: list[dict[str, Any]], step: str | None, stamp: datetime) -> list[dict[str, Any]]:
+    """`steps` with `step` begun, if it comes after the last one (the pipeline never goes back)."""
+    if step is None:
+        return steps
+    last = STEPS.index(steps[-1]["name"]) if steps else -1
+    if STEPS.index(step) <= last:
+        return steps
+    if steps and steps[-1].get("finished_at") is None:
+        steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
+    return [*steps, {"name": step, "started_at": _ts(stamp), "finished_at": None}]
 
 
 def _service(row: sqlite3.Row) -> Service:
@@ -413,6 +778,10 @@ def _service(row: sqlite3.Row) -> Service:
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
     )
+
+
+def _removal(row: sqlite3.Row) -> Removal:
+    return Removal(row["service"], bool(row["keep_data"]), datetime.fromisoformat(row["requested_at"]))
 
 
 def _load_service(db: sqlite3.Connection, name: str) -> Service:
@@ -437,6 +806,10 @@ def _deployment(row: sqlite3.Row) -> Deployment:
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
         steps=tuple(json.loads(row["steps"])),
+        fingerprint=row["fingerprint"],
+        rollback_of=row["rollback_of"],
+        forced=bool(row["forced"]),
+        promoted_at=_dt(row["promoted_at"]),
     )
 
 
@@ -445,34 +818,6 @@ def _load_deployment(db: sqlite3.Connection, deployment_id: str) -> Deployment:
     if row is None:
         raise DeploymentNotFound(deployment_id)
     return _deployment(row)
-
-
-def _insert_deployment(
-    db: sqlite3.Connection, spec: ServiceSpec, actor: str, reason: str, previous_id: str | None
-) -> Deployment:
-    number = db.execute(
-        "SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE service = ?", (spec.name,)
-    ).fetchone()[0]
-    deployment_id = new_id("dpl")
-    stamp = _ts(now())
-    steps = json.dumps([{"name": "queued", "started_at": stamp, "finished_at": None}])
-    db.execute(
-        "INSERT INTO deployments (id, service, number, spec, status, reason, actor, previous_id,"
-        " steps, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        (deployment_id, spec.name, number, spec.model_dump_json(), reason, actor, previous_id,
-         steps, stamp, stamp),
-    )
-    # Only one deployment of a service is in flight: a newer one supersedes the rest.
-    db.execute(
-        "UPDATE deployments SET status = 'cancelled', updated_at = ? WHERE service = ? AND id != ?"
-        " AND status IN ('pending', 'running', 'awaiting_promotion')",
-        (stamp, spec.name, deployment_id),
-    )
-    db.execute(
-        "UPDATE services SET deployment_id = ?, updated_at = ? WHERE name = ?",
-        (deployment_id, stamp, spec.name),
-    )
-    return _load_deployment(db, deployment_id)
 
 
 def _token(row: sqlite3.Row) -> Token:
@@ -490,8 +835,6 @@ def _token(row: sqlite3.Row) -> Token:
 
 
 def _load_token(db: sqlite3.Connection, token_id: str) -> Token:
-    from legato.errors import NotFound
-
     row = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
     if row is None:
         raise NotFound(f"token not found: {token_id}", code="TOKEN_NOT_FOUND")

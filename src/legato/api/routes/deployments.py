@@ -1,39 +1,48 @@
-"""Deployments: immutable revisions of a service."""
+"""Deployments: immutable revisions of a service, their pipeline, promotion and rollback
+(SPEC §4; semantics after Nomad's deployments)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import PlainTextResponse
 
 from legato.api import pagination
 from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses
 from legato.api.schemas import (
-    Accepted,
+    DeploymentAccepted,
     DeploymentCreate,
+    DeploymentLogs,
     DeploymentPublic,
     Page,
+    RollbackRequest,
+    deployment_accepted,
+    deployment_logs,
     deployment_public,
 )
 from legato.errors import ValidationFailed
 
 router = APIRouter(tags=["deployments"])
 
+Supersede = Annotated[bool, Query(description="Cancel the deployment in flight (if any) and "
+                                              "start from the current state")]
+_IN_FLIGHT = error_responses(400, 404, 409)
 
-@router.post("/services/{name}/deployments", status_code=202, response_model=Accepted,
-             responses=error_responses(400, 404))
+
+@router.post("/services/{name}/deployments", status_code=202, response_model=DeploymentAccepted,
+             responses=_IN_FLIGHT)
 async def create_deployment(
-    name: str, body: DeploymentCreate, platform: PlatformDep, token: Deployer
-) -> Accepted:
-    """Redeploy the service, optionally with a new image or environment."""
-    changes: dict[str, object] = {}
-    if body.image is not None:
-        changes["image"] = body.image
-    if body.env is not None:
-        changes["env"] = body.env
+    name: str, platform: PlatformDep, token: Deployer,
+    body: Annotated[DeploymentCreate | None, Body()] = None, supersede: Supersede = False,
+) -> DeploymentAccepted:
+    """A new deployment of the service's spec with these changes (a new image, say); with
+    none, every replica is replaced and the image resolved again. 409 while another is in
+    flight, unless `supersede`."""
+    body = body or DeploymentCreate()
     deployment = await platform.redeploy(name, actor=actor(token), reason=body.reason,
-                                         changes=changes)
-    return Accepted(message=f"deployment #{deployment.number} queued", name=name,
-                    deployment_id=deployment.id,
-                    status_url=f"/api/v1/deployments/{deployment.id}")
+                                         changes=body.changes(), supersede=supersede)
+    return deployment_accepted(deployment, f"deployment #{deployment.number} queued")
 
 
 @router.get("/services/{name}/deployments", response_model=Page[DeploymentPublic],
@@ -50,16 +59,94 @@ async def list_deployments(
     before = pagination.decode(cursor)
     if before is not None and not before.isdigit():
         raise ValidationFailed("invalid cursor", code="INVALID_CURSOR")
-    found = [d for d in await platform.store.list_deployments(name, limit=1000)
-             if before is None or d.number < int(before)]
+    found = await platform.store.list_deployments(
+        name, before_number=int(before) if before else None, limit=limit + 1)
     page = found[:limit]
-    more = len(found) > limit
     return Page(items=[deployment_public(d) for d in page],
-                next_cursor=pagination.encode(str(page[-1].number)) if more else None)
+                next_cursor=pagination.encode(str(page[-1].number)) if len(found) > limit else None)
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentPublic,
             responses=error_responses(404))
 async def get_deployment(deployment_id: str, platform: PlatformDep, _: Viewer) -> DeploymentPublic:
-    """Status, error and pipeline steps with their timestamps."""
+    """Status, error, the full spec and resolved image, and the pipeline steps with their
+    timestamps (queued, pulling, starting, health, promoting, switching, draining, done)."""
     return deployment_public(await platform.store.get_deployment(deployment_id))
+
+
+@router.get(
+    "/deployments/{deployment_id}/logs",
+    response_model=DeploymentLogs,
+    responses={**error_responses(404),
+               200: {"content": {"application/json": {}, "text/plain": {}},
+                     "description": "The deployment's log, by step"}},
+)
+async def get_deployment_logs(
+    deployment_id: str,
+    platform: PlatformDep,
+    _: Viewer,
+    format: Literal["json", "text"] = "json",
+) -> DeploymentLogs | PlainTextResponse:
+    """What each step of the deployment did: the image it resolved, the replicas it started,
+    health results, what it drained, why it failed."""
+    deployment = await platform.store.get_deployment(deployment_id)
+    body = deployment_logs(deployment, await platform.store.deployment_logs(deployment_id))
+    if format == "json":
+        return body
+    text = "".join(
+        f"{line.at.isoformat()} [{step.name}] {line.message}\n"
+        for step in body.steps for line in step.logs
+    )
+    return PlainTextResponse(text)
+
+
+@router.post("/deployments/{deployment_id}/promote", status_code=202,
+             response_model=DeploymentAccepted, responses=_IN_FLIGHT)
+async def promote_deployment(
+    deployment_id: str, platform: PlatformDep, token: Deployer
+) -> DeploymentAccepted:
+    """End the canary phase: the canaries are healthy, roll out the rest."""
+    deployment = await platform.promote(deployment_id, actor=actor(token))
+    return deployment_accepted(deployment, f"deployment #{deployment.number} promoted")
+
+
+@router.post("/deployments/{deployment_id}/fail", status_code=202,
+             response_model=DeploymentAccepted, responses=_IN_FLIGHT)
+async def fail_deployment(
+    deployment_id: str, platform: PlatformDep, token: Deployer
+) -> DeploymentAccepted:
+    """Abort a deployment in flight and restore the last successful version."""
+    deployment = await platform.fail(deployment_id, actor=actor(token))
+    return deployment_accepted(deployment, f"deployment #{deployment.number} failed")
+
+
+@router.post("/deployments/{deployment_id}/rollback", status_code=202,
+             response_model=DeploymentAccepted, responses=_IN_FLIGHT)
+async def rollback_to_deployment(
+    deployment_id: str, platform: PlatformDep, token: Deployer, supersede: Supersede = False
+) -> DeploymentAccepted:
+    """A new deployment that runs exactly this revision again: its spec and image ID."""
+    deployment = await platform.rollback_deployment(deployment_id, actor=actor(token),
+                                                    supersede=supersede)
+    return deployment_accepted(deployment, f"deployment #{deployment.number} queued")
+
+
+@router.post("/services/{name}/promote", status_code=202, response_model=DeploymentAccepted,
+             responses=_IN_FLIGHT)
+async def promote_service(name: str, platform: PlatformDep, token: Deployer) -> DeploymentAccepted:
+    """Promote the service's current deployment (seed 001)."""
+    deployment = await platform.promote_service(name, actor=actor(token))
+    return deployment_accepted(deployment, f"deployment #{deployment.number} promoted")
+
+
+@router.post("/services/{name}/rollback", status_code=202, response_model=DeploymentAccepted,
+             responses=_IN_FLIGHT)
+async def rollback_service(
+    name: str, platform: PlatformDep, token: Deployer,
+    body: Annotated[RollbackRequest | None, Body()] = None, supersede: Supersede = False,
+) -> DeploymentAccepted:
+    """Roll back to the last successful deployment before the current one, or to deployment
+    number `to`: a new deployment with that spec and image ID, nothing rebuilt."""
+    to = body.to if body else None
+    deployment = await platform.rollback(name, actor=actor(token), to=to, supersede=supersede)
+    return deployment_accepted(deployment, f"deployment #{deployment.number} queued")

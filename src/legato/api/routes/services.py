@@ -34,7 +34,7 @@ from legato.api.schemas import (
     service_detail,
     service_public,
 )
-from legato.errors import ValidationFailed
+from legato.errors import LegatoError, ValidationFailed
 from legato.runtime.base import LogLine
 from legato.timeparse import parse_since
 
@@ -44,13 +44,25 @@ ServiceStatus = Literal["running", "deploying", "degraded", "crash_loop", "stopp
 
 @router.post("/deploy", status_code=202, response_model=DeployResponse,
              responses=error_responses(400))
-async def deploy(body: DeployRequest, platform: PlatformDep, token: Deployer) -> JSONResponse:
-    """Create or update services from seed 001's payload; each bad service is listed in errors."""
-    result = await platform.deploy(body.services, actor=actor(token))
+async def deploy(
+    body: DeployRequest,
+    platform: PlatformDep,
+    token: Deployer,
+    supersede: Annotated[bool, Query(description="Cancel deployments in flight")] = False,
+) -> JSONResponse:
+    """Create or update services from seed 001's payload; each bad service is listed in errors
+    (a service with a deployment in flight too, unless `supersede`)."""
+    result = await platform.deploy(body.services, actor=actor(token), supersede=supersede)
     if not result.deployed and result.errors:
+        # Nothing deployed: answer with the errors' own status when they agree (409 for a
+        # deployment in flight, say), else 422.
         first = result.errors[0]
-        raise ValidationFailed(
-            f"no service deployed: {first['error']}", details={"errors": result.errors}
+        statuses = {e["status"] for e in result.errors}
+        raise LegatoError(
+            f"no service deployed: {first['error']}",
+            code=first["code"] if len(statuses) == 1 else "VALIDATION_FAILED",
+            status=statuses.pop() if len(statuses) == 1 else 422,
+            details={"errors": result.errors},
         )
     payload = DeployResponse(
         deployed=[d["name"] for d in result.deployed], errors=result.errors,
@@ -71,11 +83,13 @@ async def list_services(
 ) -> Page[ServicePublic]:
     """Services with replicas desired/current/healthy, by name."""
     after = pagination.decode(cursor)
-    views = await platform.list_views(project, environment)
-    items = [service_public(v) for v in views
-             if (status is None or v.status == status) and (after is None or v.service.name > after)]
-    page = items[:limit]
-    more = len(items) > limit
+    if status is None:  # the page comes straight from the store
+        views = await platform.list_views(project, environment, after=after, limit=limit + 1)
+    else:  # status is live state: filter every service
+        views = [v for v in await platform.list_views(project, environment, after=after)
+                 if v.status == status]
+    page = [service_public(v) for v in views[:limit]]
+    more = len(views) > limit
     return Page(items=page, next_cursor=pagination.encode(page[-1].name) if more else None)
 
 
@@ -139,10 +153,17 @@ async def stop(name: str, platform: PlatformDep, token: Deployer) -> Accepted:
 
 
 @router.post("/services/{name}/restart", status_code=202, response_model=Accepted,
-             responses=error_responses(400, 404))
-async def restart(name: str, platform: PlatformDep, token: Deployer) -> Accepted:
-    """Rolling restart: a new deployment of the same spec, one replica at a time."""
-    deployment = await platform.redeploy(name, actor=actor(token), reason="restart")
+             responses=error_responses(400, 404, 409))
+async def restart(
+    name: str,
+    platform: PlatformDep,
+    token: Deployer,
+    supersede: Annotated[bool, Query(description="Cancel a deployment in flight")] = False,
+) -> Accepted:
+    """Rolling restart: a new deployment of the same spec that replaces every replica, as the
+    spec's strategy says (one at a time by default)."""
+    deployment = await platform.redeploy(name, actor=actor(token), reason="restart",
+                                         supersede=supersede)
     return Accepted(message="restarting", name=name, deployment_id=deployment.id,
                     status_url=f"/api/v1/deployments/{deployment.id}")
 
