@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds legato-test/busybox:latest locally (no registry needed): a root filesystem made from
-# busybox-static with httpd, CGI scripts and a few tools. Rebuilt only when this script changes.
+# Builds the test images locally (no registry needed): a root filesystem made from
+# busybox-static with httpd, CGI scripts and a few tools, as legato-test/busybox:latest and,
+# with another /www/version (so another image ID), legato-test/busybox:v2.
+# Rebuilt only when this script changes.
 set -euo pipefail
-IMAGE=legato-test/busybox:latest
+IMAGE=legato-test/busybox
 version=$(sha256sum "$0" | cut -c1-12)
-if [ "$(docker image inspect -f '{{index .Config.Labels "legato.test-image"}}' "$IMAGE" 2>/dev/null)" = "$version" ]; then
+current() { docker image inspect -f '{{index .Config.Labels "legato.test-image"}}' "$1" 2>/dev/null || true; }
+if [ "$(current "$IMAGE:latest")" = "$version" ] && [ "$(current "$IMAGE:v2")" = "$version" ]; then
   exit 0
 fi
 root=$(mktemp -d)
@@ -42,9 +45,12 @@ printf 'Content-Type: text/plain\r\n\r\n'
 dd if=/dev/zero bs=1048576 count="${QUERY_STRING:-1}" 2>/dev/null | sha256sum
 CGI
 chmod +x "$root"/www/cgi-bin/*
-tar -C "$root" -c . | docker import \
-  -c 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]' \
-  -c 'EXPOSE 8080' \
-  -c "LABEL legato.test-image=$version" \
-  - "$IMAGE" >/dev/null
-echo "[setup] built $IMAGE"
+for tag in latest v2; do
+  if [ "$tag" = latest ]; then echo 1 > "$root/www/version"; else echo 2 > "$root/www/version"; fi
+  tar -C "$root" -c . | docker import \
+    -c 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]' \
+    -c 'EXPOSE 8080' \
+    -c "LABEL legato.test-image=$version" \
+    - "$IMAGE:$tag" >/dev/null
+  echo "[setup] built $IMAGE:$tag"
+done
