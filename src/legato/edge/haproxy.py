@@ -51,6 +51,7 @@ class HAProxyEdge:
         self.url = f"http://{shown}:{http_port}"
         self._applied: dict[str, Route] = {}
         self._lock = asyncio.Lock()
+        self._deletions: set[asyncio.Task[None]] = set()  # servers waiting to be deleted
         self._worker: str | None = None  # pid of the current worker, the target of commands
 
     # lifecycle ------------------------------------------------------------------------------
@@ -138,17 +139,28 @@ class HAProxyEdge:
             await self._remove_server(backend, name)
 
     async def _remove_server(self, backend: str, name: str) -> None:
+        """Out of the route at once (maint); deleted once its last connection has closed,
+        which is waited for in the background so other route changes do not queue behind."""
         await self._command(f"set server {backend}/{name} state maint")
-        # Deletion waits for the server's last connections to close.
-        deadline = time.monotonic() + 10
-        while True:
-            reply = await self._command(f"del server {backend}/{name}", check=False)
-            if "deleted" in reply.lower() or "no such server" in reply.lower():
-                return
-            if time.monotonic() > deadline:
-                log.warning("server %s/%s left in maint: %s", backend, name, reply.strip())
-                return
-            await asyncio.sleep(0.2)
+        if not await self._delete_server(backend, name):
+            task = asyncio.create_task(self._delete_when_idle(backend, name))
+            self._deletions.add(task)
+            task.add_done_callback(self._deletions.discard)
+
+    async def _delete_server(self, backend: str, name: str) -> bool:
+        reply = await self._command(f"del server {backend}/{name}", check=False)
+        return "deleted" in reply.lower() or "no such" in reply.lower()
+
+    async def _delete_when_idle(self, backend: str, name: str) -> None:
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                if await self._delete_server(backend, name):
+                    return
+            log.warning("server %s/%s left in maint: its connections did not close", backend, name)
+        except EdgeFailure as exc:  # reloaded or gone meanwhile: the files no longer have it
+            log.debug("deleting %s/%s: %s", backend, name, exc.message)
 
     async def sessions(self, service: str, upstream: str) -> int:
         backend = backend_name(service)
