@@ -439,3 +439,27 @@ async def test_viewers_read_deployments_but_cannot_change_them(
                  "/services/web/rollback", "/services/web/deployments"):
         response = await client.post(f"/api/v1{path}", headers=viewer)
         assert response.status_code == 403, path
+
+
+async def test_recreate_never_runs_both_versions_at_once(
+    api: Api, probes: Probes, runtime: FakeRuntime
+) -> None:
+    first = await api.deploy(replicas=2)
+    await api.until(first, "successful")
+    second = await api.deploy(replicas=2, image=IMAGE_2, deploy={"strategy": "recreate"})
+    mixed = False
+
+    async def watch() -> None:
+        nonlocal mixed
+        while True:
+            running = {r.deployment for r in await runtime.list_replicas("web") if r.running}
+            mixed = mixed or running == {first, second}
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await api.until(second, "successful")
+    finally:
+        watcher.cancel()
+    assert not mixed
+    await settle(runtime, second, 2)
