@@ -87,6 +87,14 @@ class DeploymentInProgress(Conflict):
         )
 
 
+class DeploymentNotActive(Conflict):
+    code = "DEPLOYMENT_NOT_ACTIVE"
+
+    def __init__(self, deployment_id: str, number: int, status: str) -> None:
+        super().__init__(f"deployment #{number} is {status}, not in progress",
+                         details={"deployment_id": deployment_id, "status": status})
+
+
 class RuntimeFailure(LegatoError):
     """The container runtime refused or failed an operation."""
 

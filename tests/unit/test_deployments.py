@@ -463,3 +463,22 @@ async def test_recreate_never_runs_both_versions_at_once(
         watcher.cancel()
     assert not mixed
     await settle(runtime, second, 2)
+
+
+async def test_an_old_replica_going_unhealthy_is_no_failure_of_the_new_deployment(
+    api: Api, probes: Probes, runtime: FakeRuntime, platform: Platform
+) -> None:
+    first = await api.deploy(replicas=2)
+    await api.until(first, "successful")
+    old = await runtime.list_replicas("web")
+    # min_healthy_s keeps the old replicas beside the new ones while they turn unhealthy.
+    second = await api.deploy(replicas=2, image=IMAGE_2, deploy={"min_healthy_s": 0.6})
+    await api.until(second, "running")
+    probes.failing_ports |= {r.host_port or 0 for r in old}
+    await api.until(second, "successful")
+    events = await api.call("GET", "/services/web/events", 200, params={"type": "health"})
+    assert any("is unhealthy; replacing it" in e["message"] for e in events["items"])
+    # Slot failures (crash backoff, "keeps failing") belong to the replicas that run the
+    # target; the old version's sickness must not count against it.
+    state = platform.reconciler._state["web"]
+    assert not any(dep == second for dep, _ in state.slots)

@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from legato.edge.base import Edge, Route, Upstream
-from legato.errors import BadRequest, Conflict, ImageNotFound, LegatoError, ServiceNotFound
+from legato.errors import (
+    BadRequest,
+    DeploymentNotActive,
+    ImageNotFound,
+    LegatoError,
+    ServiceNotFound,
+)
 from legato.health import HealthMonitor, HealthState
 from legato.reconcile.plan import Clear, Desired, Observed, Plan, Retire, Start, plan
 from legato.runtime.base import Replica, ReplicaRequest, Runtime
@@ -413,7 +419,7 @@ class Reconciler:
             failed, rollback = await self.store.finish_deployment(
                 deployment.id, "rolled_back" if good else "failed", error=error, then=then,
             )
-        except Conflict:
+        except DeploymentNotActive:
             if actor != SYSTEM_ACTOR:
                 raise  # a person asked: tell them it had already ended
             self.trigger(service.name)  # it ended meanwhile (promoted, failed, superseded)
@@ -577,7 +583,7 @@ class Reconciler:
             in_route = self.health.status(replica.id) == "healthy"
             if reason == "unhealthy":
                 state = self._state.get(service)
-                if state is not None:
+                if state is not None and replica.deployment in state.current | {deployment.id}:
                     self._record_failure(state, deployment.id, replica.slot)
                 await self._event(service, "health",
                                   f"replica {replica.name} is unhealthy; replacing it",
@@ -739,6 +745,4 @@ class Reconciler:
 
 def _require_active(deployment: Deployment) -> None:
     if not deployment.active:
-        raise Conflict(f"deployment #{deployment.number} is {deployment.status}, not in progress",
-                       code="DEPLOYMENT_NOT_ACTIVE",
-                       details={"deployment_id": deployment.id, "status": deployment.status})
+        raise DeploymentNotActive(deployment.id, deployment.number, deployment.status)

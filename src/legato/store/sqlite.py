@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from legato.errors import (
     Conflict,
     DeploymentInProgress,
+    DeploymentNotActive,
     DeploymentNotFound,
     NotFound,
     ServiceNotFound,
@@ -474,8 +475,8 @@ class Store:
                 return current
             stamp = now()
             steps = _advance(list(current.steps), step, stamp)
-            if status in FINISHED_DEPLOYMENT and steps and steps[-1].get("finished_at") is None:
-                steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
+            if status in FINISHED_DEPLOYMENT:
+                steps = _close(steps, stamp)
             db.execute(
                 "UPDATE deployments SET status = ?, error = ?, image_id = ?, fingerprint = ?,"
                 " steps = ?, promoted_at = ?, updated_at = ? WHERE id = ?",
@@ -526,15 +527,9 @@ class Store:
         def finish(db: sqlite3.Connection) -> tuple[Deployment, Deployment | None]:
             current = _load_deployment(db, deployment_id)
             if not current.active:
-                raise Conflict(
-                    f"deployment #{current.number} is {current.status}, not in progress",
-                    code="DEPLOYMENT_NOT_ACTIVE",
-                    details={"deployment_id": deployment_id, "status": current.status},
-                )
+                raise DeploymentNotActive(deployment_id, current.number, current.status)
             stamp = _ts(now())
-            steps = list(current.steps)
-            if steps and steps[-1].get("finished_at") is None:
-                steps[-1] = {**steps[-1], "finished_at": stamp}
+            steps = _close(list(current.steps), now())
             db.execute(
                 "UPDATE deployments SET status = ?, error = COALESCE(?, error), steps = ?,"
                 " updated_at = ? WHERE id = ?",
@@ -594,9 +589,7 @@ class Store:
         )
         if active is not None:
             superseded = _load_deployment(db, active["id"])
-            closed = list(superseded.steps)
-            if closed and closed[-1].get("finished_at") is None:
-                closed[-1] = {**closed[-1], "finished_at": stamp}
+            closed = _close(list(superseded.steps), now())
             db.execute(
                 "UPDATE deployments SET status = 'cancelled', error = ?, steps = ?, updated_at = ?"
                 " WHERE id = ?",
@@ -755,6 +748,13 @@ def _apply(changes: list[Callable[[], None]]) -> None:
         change()
 
 
+def _close(steps: list[dict[str, Any]], stamp: datetime) -> list[dict[str, Any]]:
+    """`steps` with the last one finished at `stamp`, if it was still open."""
+    if steps and steps[-1].get("finished_at") is None:
+        return [*steps[:-1], {**steps[-1], "finished_at": _ts(stamp)}]
+    return steps
+
+
 def _advance(steps: list[dict[str, Any]], step: str | None, stamp: datetime) -> list[dict[str, Any]]:
     """`steps` with `step` begun, if it comes after the last one (the pipeline never goes back)."""
     if step is None:
@@ -762,9 +762,7 @@ def _advance(steps: list[dict[str, Any]], step: str | None, stamp: datetime) -> 
     last = STEPS.index(steps[-1]["name"]) if steps else -1
     if STEPS.index(step) <= last:
         return steps
-    if steps and steps[-1].get("finished_at") is None:
-        steps[-1] = {**steps[-1], "finished_at": _ts(stamp)}
-    return [*steps, {"name": step, "started_at": _ts(stamp), "finished_at": None}]
+    return [*_close(steps, stamp), {"name": step, "started_at": _ts(stamp), "finished_at": None}]
 
 
 def _service(row: sqlite3.Row) -> Service:
