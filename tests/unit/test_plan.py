@@ -278,6 +278,10 @@ CASES: dict[str, Case] = {
         held(rolling(2)), (o0, n0), {**healthy(o0), n0.id: "unhealthy"},
         retires=(("d2-0", "unhealthy"),),
     ),
+    "hold with nothing old to protect: the target is retried (crash backoff applies)": Case(
+        held(rolling(2)), (rep(NEW, 0, "exited"), n1), healthy(n1), clears=("d2-0",),
+        starts=(0,),
+    ),
     "hold: stopping the service still retires everything": Case(
         held(rolling(0)), (o0, n0), healthy(o0, n0),
         retires=(("d2-0", "stopped"), ("d1-0", "stopped")),

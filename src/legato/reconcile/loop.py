@@ -434,7 +434,7 @@ class Reconciler:
         await self._log(deployment, deployment.step, message)
         await self._event(service.name, "error", message, details)
         state = self._state.get(service.name)
-        if state:
+        if state and rollback is not None:  # replaced: its crash history is over
             state.slots = {k: v for k, v in state.slots.items() if k[0] != deployment.id}
             state.crash_loop = False
         self.trigger(service.name)
@@ -505,10 +505,12 @@ class Reconciler:
                                "retry_in_s": backoff_s(failures)})
             await self._check_crash_loop(service.name, state)
             return
+        # Known to the route at once: it may be healthy before its siblings have started.
+        state.replicas = (*state.replicas, replica)
+        self._track(replica, spec)
         await self._log(deployment, "starting",
                         f"started {replica.name} (container {replica.id[:12]}, "
                         f"127.0.0.1:{replica.host_port})")
-        self._track(replica, spec)
 
     async def _clear(
         self, service: Service, deployment: Deployment, state: _ServiceState, replica: Replica
@@ -523,9 +525,12 @@ class Reconciler:
         if replica.deployment not in state.current | {deployment.id}:
             return
         failures = self._record_failure(state, deployment.id, replica.slot)
+        held = deployment.status == "failed" and any(
+            r.running and r.deployment not in state.current | {deployment.id}
+            for r in state.replicas)
         message = (f"replica {replica.name} exited with code {replica.exit_code}; "
-                   + ("not restarted: the deployment failed" if deployment.status == "failed"
-                      else f"restarting in {backoff_s(failures):g}s"))
+                   + ("not restarted: the deployment failed and the old version serves"
+                      if held else f"restarting in {backoff_s(failures):g}s"))
         if deployment.active:
             await self._log(deployment, deployment.step, message)
         await self._event(

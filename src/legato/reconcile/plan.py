@@ -54,7 +54,7 @@ class Desired:
     canary: int = 0  # canaries to run beside the old version until promoted
     promoted: bool = True  # the canary phase is over (or there never was one)
     min_healthy_s: float = 0.0  # how long a new replica is healthy before old ones go for it
-    hold: bool = False  # the deployment failed and stays: start nothing, remove what fails
+    hold: bool = False  # failed and stays: while old replicas serve, start nothing new
     current: frozenset[str] = frozenset()  # other deployments that run what this one runs
 
 
@@ -106,8 +106,9 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     count = desired.replicas
     down: RetireReason = "scale_down" if count else "stopped"
 
-    if desired.hold and count > 0:
-        # Failed without a rollback: what still serves stays, nothing new starts.
+    if desired.hold and count > 0 and old:
+        # Failed without a rollback while the old version still serves: it stays, nothing
+        # new starts. With nothing old to protect, the target is retried with crash backoff.
         return Plan(tuple(actions))
 
     canary_phase = (desired.strategy == "canary" and not desired.promoted and desired.canary > 0
