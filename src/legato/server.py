@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -39,6 +40,9 @@ async def serve(settings: Settings) -> None:
     platform = build_platform(settings)
     token = await bootstrap_admin(platform.store, settings.data_dir, settings.bootstrap_token)
     await platform.start()
+    # What exists now (modules, schemas, the loaded state) lives as long as the process: keep
+    # it out of the collector's full passes, which otherwise stall the loop ~30 ms each.
+    gc.freeze()
     config = uvicorn.Config(
         create_app(platform), host=settings.api_host, port=settings.api_port,
         log_level=settings.log_level, access_log=False, lifespan="off", server_header=False,
