@@ -13,6 +13,7 @@ command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
 command -v hyperfine >/dev/null 2>&1 || need_pkgs+=(hyperfine)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -44,4 +45,5 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+scripts/registry.sh
 scripts/test-image.sh

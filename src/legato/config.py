@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     haproxy_bin: str = "haproxy"
     resync_interval_s: float = 10.0
     log_level: str = "info"
+    # Configuration values are encrypted under data keys wrapped by this master key (base64 of
+    # 32 bytes); without it, a 0600 key file in the data dir is made on first start.
+    master_key: str = ""
+    registry: str = "127.0.0.1:5000"  # where builds are pushed (host:port of a registry v2 API)
+    git_timeout_s: float = 120.0
+    build_timeout_s: float = 1800.0
+    # Repositories given as local paths or file:// URLs are refused unless this is set: they
+    # would let an API caller read any repository on the host.
+    git_allow_local: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -47,6 +56,14 @@ class Settings(BaseSettings):
     @property
     def edge_dir(self) -> Path:
         return self.data_dir / "edge"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.data_dir / "builds"
 
     @property
     def api_url(self) -> str:

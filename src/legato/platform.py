@@ -13,11 +13,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from legato.build.builder import Builder, DockerBuilder
+from legato.build.log import BuildLogs
 from legato.config import Settings
 from legato.edge.base import Edge
-from legato.errors import BadRequest, LegatoError, ValidationFailed
+from legato.errors import BadRequest, Conflict, LegatoError, ValidationFailed
+from legato.gitops import GitOps
 from legato.health import ProbeResult
 from legato.reconcile.loop import Reconciler
+from legato.registry import Registry
+from legato.release import Releases
 from legato.runtime.base import LogLine, Replica, Runtime
 from legato.spec import ServiceSpec
 from legato.store import Deployment, Service, Store
@@ -78,21 +83,32 @@ def parse_spec(raw: Any) -> ServiceSpec:
 class Platform:
     """One Legato installation: its state, its runtime and its edge."""
 
-    def __init__(self, settings: Settings, store: Store, runtime: Runtime, edge: Edge) -> None:
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime, edge: Edge,
+                 builder: Builder | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
         self.edge = edge
+        self.builder = builder or DockerBuilder(
+            registry=settings.registry, docker_host=settings.docker_host,
+            workdir=settings.data_dir / "work", allow_local=settings.git_allow_local,
+            git_timeout_s=settings.git_timeout_s, build_timeout_s=settings.build_timeout_s)
+        self.releases = Releases(store, self.builder, BuildLogs(settings.builds_dir))
         self.reconciler = Reconciler(
-            store, runtime, edge, resync_interval_s=settings.resync_interval_s
+            store, runtime, edge, self.releases, resync_interval_s=settings.resync_interval_s
         )
+        self.registry = Registry(settings.registry)
+        self.gitops = GitOps(self)
 
     async def start(self) -> None:
         await self.edge.start()
         await self.reconciler.start(self.edge.routes())
 
     async def close(self) -> None:
+        await self.gitops.close()
         await self.reconciler.close()
+        await self.builder.close()
+        await self.registry.close()
         await self.runtime.close()
         self.store.close()
 
@@ -266,6 +282,41 @@ class Platform:
         log.info("service %s deleted by %s (keep_data=%s)", name, actor, keep_data)
         self.reconciler.trigger(name)
         return count
+
+    # projects -------------------------------------------------------------------------------
+
+    async def delete_project(self, name: str, *, force: bool, actor: str) -> list[str]:
+        """Delete a project; with services that is a 409 unless `force`, which removes them
+        (containers, routes, volumes) first. The services removed."""
+        await self.store.get_project(name)
+        services = [s.name for s in await self.store.list_services(name)]
+        if services and not force:
+            raise Conflict(f"project {name} has {len(services)} service(s); delete them first "
+                           "or use ?force=true", code="PROJECT_HAS_SERVICES",
+                           details={"services": services})
+        for service in services:
+            await self.delete(service, keep_data=False, actor=actor)
+        await self.store.delete_project(name)
+        return services
+
+    async def deploy_environment(self, project: str, environment: str, *, actor: str,
+                                 supersede: bool = False) -> list[Deployment]:
+        """Redeploy every service of an environment (picking up changed configuration; source
+        builds are built again)."""
+        await self.store.get_environment(project, environment)
+        deployments = []
+        for service in await self.store.list_services(project, environment):
+            if service.deployment_id:
+                deployments.append(await self.redeploy(
+                    service.name, actor=actor, reason=f"deploy of {project}/{environment}",
+                    supersede=supersede))
+        return deployments
+
+    async def remove_images(self, project: str, service: str) -> int:
+        """The images built for a service, from the registry and from the local engine."""
+        repository = f"{project}/{service}"
+        removed = await self.registry.delete_repository(repository)
+        return removed + await self.builder.remove_images(repository)
 
     # logs and health ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import uvicorn
 from legato.api.app import create_app
 from legato.auth import bootstrap_admin
 from legato.config import Settings
+from legato.crypto import Keyring, load_master_key
 from legato.edge.haproxy import HAProxyEdge
 from legato.errors import LegatoError
 from legato.platform import Platform
@@ -29,7 +30,8 @@ def build_platform(settings: Settings) -> Platform:
             code="CONFIG_INVALID",
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.database_path)
+    keyring = Keyring(load_master_key(settings.master_key, settings.master_key_file))
+    store = Store(settings.database_path, keyring)
     runtime = DockerRuntime(settings.instance, settings.docker_host)
     edge = HAProxyEdge(settings.edge_dir, host=settings.edge_host,
                        http_port=settings.edge_http_port, binary=settings.haproxy_bin)

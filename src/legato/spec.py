@@ -20,11 +20,13 @@ from pydantic import (
     model_validator,
 )
 
+from legato.gitevents import valid_branch
+
 SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: 1 to 63 characters
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$)(\*|{_LABEL})(\.{_LABEL})*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]|[KMGT]B|B)?$")
 _MEMORY_UNITS = {
     None: 1, "B": 1,
@@ -149,13 +151,85 @@ class Sleep(_Strict):
     idle_timeout_s: float = Field(0, ge=0)
 
 
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}$")
+_REMOTE_URL = re.compile(r"^(https?|git|ssh)://[A-Za-z0-9._~:@%+/-]+$")
+_SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$")
+_LOCAL_URL = re.compile(r"^(file://)?/[A-Za-z0-9._~/-]+$")
+
+
+def valid_repository(url: str) -> bool:
+    """A git URL that git reads as a URL, never as an option or a transport helper: http(s),
+    git, ssh and scp-like forms, and local paths (which a setting must allow separately)."""
+    if url.startswith("-") or "::" in url or ".." in url.split("/"):
+        return False
+    return bool(_REMOTE_URL.match(url) or _SCP_URL.match(url) or _LOCAL_URL.match(url))
+
+
+def is_local_repository(url: str) -> bool:
+    return bool(_LOCAL_URL.match(url))
+
+
+def _relative_path(value: str, what: str) -> str:
+    parts = value.split("/")
+    if not _SAFE_PATH.match(value) or ".." in parts or value.startswith("-"):
+        raise ValueError(f"{what} must be a relative path inside the repository "
+                         "(letters, digits, . _ - /; no .. and no leading - or /)")
+    return value
+
+
+class Build(_Strict):
+    """Build the image from a git repository instead of naming one."""
+
+    git: str | None = Field(None, max_length=1024)  # default: the project's repository
+    branch: str | None = Field(None, max_length=255)  # default: the environment's branch
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    args: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("git")
+    @classmethod
+    def _git(cls, value: str | None) -> str | None:
+        if value is not None and not valid_repository(value):
+            raise ValueError("git must be a repository URL (https://, http://, git://, ssh://, "
+                             "user@host:path or a local path), without spaces or a leading -")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        if value is not None and not valid_branch(value):
+            raise ValueError(f"invalid branch name {value!r}")
+        return value
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _dockerfile(cls, value: str) -> str:
+        return _relative_path(value, "dockerfile")
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: str) -> str:
+        return _relative_path(value, "context")
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, arg in value.items():
+            if not ENV_KEY.match(key):
+                raise ValueError(f"invalid build argument name {key!r}")
+            if "\x00" in arg:
+                raise ValueError(f"build argument {key} contains a NUL byte")
+        return value
+
+
 class ServiceSpec(_Strict):
     """One service as the user asked for it."""
 
     name: Slug
     project: Slug = "default"
     environment: Slug = "production"
-    image: str = Field(min_length=1, max_length=512)
+    image: str | None = Field(None, min_length=1, max_length=512)
+    build: Build | None = None
     command: list[str] | None = None
     replicas: int = Field(1, ge=0, le=100)
     port: int = Field(8080, ge=1, le=65535)
@@ -196,8 +270,8 @@ class ServiceSpec(_Strict):
 
     @field_validator("image")
     @classmethod
-    def _image(cls, value: str) -> str:
-        if any(c.isspace() for c in value) or value.startswith("-"):
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and (any(c.isspace() for c in value) or value.startswith("-")):
             raise ValueError("image must be an image reference such as nginx:alpine")
         return value
 
@@ -231,7 +305,7 @@ class ServiceSpec(_Strict):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _ENV_KEY.match(key):
+            if not ENV_KEY.match(key):
                 raise ValueError(f"invalid environment variable name {key!r}")
         return value
 
@@ -245,6 +319,8 @@ class ServiceSpec(_Strict):
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSpec:
+        if (self.image is None) == (self.build is None):
+            raise ValueError("give either image or build (a git repository to build), not both")
         if not self.domains and not self.internal:
             object.__setattr__(self, "domains", (f"{self.name}.localhost",))
         names = [v.name for v in self.volumes]
@@ -274,7 +350,7 @@ class ServiceSpec(_Strict):
 
 
 _CONTAINER_FIELDS = {
-    "name", "project", "environment", "command", "port", "env", "resources", "placement",
+    "build", "name", "project", "environment", "command", "port", "env", "resources", "placement",
     "volumes", "labels",
 }
 

@@ -3,6 +3,7 @@ FakeEdge, plus an HTTP client on the ASGI app (no sockets) and a token of each r
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from legato.api.app import create_app
 from legato.auth import issue_token
 from legato.config import Settings
+from legato.crypto import Keyring
 from legato.edge.base import Edge, Route
 from legato.errors import EdgeFailure
 from legato.platform import Platform
@@ -82,8 +84,13 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(tmp_path / "db")
+def master_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture
+def store(tmp_path: Path, master_key: bytes) -> Iterator[Store]:
+    db = Store(tmp_path / "db", Keyring(master_key))
     yield db
     db.close()
 

@@ -25,7 +25,22 @@ PATH_VALUES = {
     "project": "default",
     "deployment_id": "dpl_0123456789abcdef",
     "token_id": "tok_0123456789abcdef",
+    "environment": "production",
+    "group_id": "grp_0123456789ab",
+    "webhook_id": "whk_0123456789abcdef",
+    "provider": "github",
+    "key": "API_KEY",
+    "tag": "web:0123456789ab",
 }
+# Reads that need more than a viewer: decrypted configuration and webhook registrations.
+DEPLOYER_READS = {
+    "/api/v1/projects/{project}/env-vars",
+    "/api/v1/projects/{project}/environments/{environment}/env-vars",
+    "/api/v1/webhooks",
+}
+ADMIN_ONLY = ("/api/v1/tokens", "/api/v1/keys")
+# Deliveries from git hosts carry a signature instead of a token (SPEC §3).
+SIGNED = ("POST", "/api/v1/webhooks/{provider}")
 MIN_PROTECTED = 15
 
 
@@ -58,7 +73,8 @@ async def operations(client: httpx.AsyncClient) -> list[Operation]:
 
 
 async def protected(client: httpx.AsyncClient) -> list[Operation]:
-    ops = [op for op in await operations(client) if op.template not in PUBLIC_PATHS]
+    ops = [op for op in await operations(client)
+           if op.template not in PUBLIC_PATHS and (op.method, op.template) != SIGNED]
     assert len(ops) >= MIN_PROTECTED, f"only {len(ops)} protected operations found"
     return ops
 
@@ -92,6 +108,18 @@ async def test_public_routes_answer_without_a_token(client: httpx.AsyncClient) -
     for path in sorted(PUBLIC_PATHS):
         response = await client.get(path)
         assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+
+
+async def test_git_deliveries_need_a_valid_signature_instead_of_a_token(
+    client: httpx.AsyncClient,
+) -> None:
+    signed = [op for op in await operations(client) if (op.method, op.template) == SIGNED]
+    assert len(signed) == 1
+    for provider in ("github", "gitea", "gitlab"):
+        op = Operation("POST", SIGNED[1], f"/api/v1/webhooks/{provider}", True)
+        assert_error(await call(client, op), 401, "INVALID_SIGNATURE", op)
+    other = Operation("POST", SIGNED[1], "/api/v1/webhooks/bitbucket", True)
+    assert_error(await call(client, other), 401, "TOKEN_MISSING", other)
 
 
 async def test_public_health_reports_every_check(client: httpx.AsyncClient) -> None:
@@ -185,14 +213,14 @@ async def test_viewer_is_forbidden_every_write(client: httpx.AsyncClient, tokens
         assert response.json()["details"]["role"] == "viewer"
 
 
-async def test_viewer_may_read_everything_but_tokens(
+async def test_viewer_may_read_everything_but_tokens_and_secrets(
     client: httpx.AsyncClient, tokens: Tokens
 ) -> None:
     for op in await protected(client):
         if op.method != "GET":
             continue
         response = await call(client, op, bearer(tokens.viewer))
-        if op.template.startswith("/api/v1/tokens"):
+        if op.template.startswith(ADMIN_ONLY) or op.template in DEPLOYER_READS:
             assert_error(response, 403, "INSUFFICIENT_ROLE", op)
         else:
             assert response.status_code not in (401, 403), f"{op}: {response.text}"
@@ -201,7 +229,7 @@ async def test_viewer_may_read_everything_but_tokens(
 async def test_deployer_is_forbidden_every_token_route(
     client: httpx.AsyncClient, tokens: Tokens
 ) -> None:
-    token_ops = [op for op in await protected(client) if op.template.startswith("/api/v1/tokens")]
+    token_ops = [op for op in await protected(client) if op.template.startswith(ADMIN_ONLY)]
     assert {op.method for op in token_ops} == {"GET", "POST", "DELETE"}
     for op in token_ops:
         response = await call(client, op, bearer(tokens.deployer))
@@ -213,7 +241,7 @@ async def test_deployer_passes_the_role_check_everywhere_else(
     client: httpx.AsyncClient, tokens: Tokens
 ) -> None:
     for op in await protected(client):
-        if op.template.startswith("/api/v1/tokens"):
+        if op.template.startswith(ADMIN_ONLY):
             continue
         response = await call(client, op, bearer(tokens.deployer))
         assert response.status_code not in (401, 403), f"{op}: {response.text}"

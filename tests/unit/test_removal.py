@@ -75,7 +75,7 @@ async def test_a_removal_cut_short_by_a_crash_is_finished_on_the_next_start(
     await deployed(platform, runtime)
     await store.delete_service("web", keep_data=False)  # recorded, then the process died
 
-    reconciler = Reconciler(store, runtime, edge)
+    reconciler = Reconciler(store, runtime, edge, platform.releases)
     try:
         await reconciler.start()
         await reconciler.settled("web")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from legato.auth import display_prefix, generate_token, hash_token
+from legato.crypto import Keyring
 from legato.errors import (
     Conflict,
     DeploymentInProgress,
@@ -425,13 +426,15 @@ async def test_deployment_logs_keep_their_order_and_step(store: Store) -> None:
     assert await store.deployment_logs(deployment.id) == []
 
 
-async def test_a_reopened_store_reads_what_the_first_one_wrote(store: Store, tmp_path: Any) -> None:
+async def test_a_reopened_store_reads_what_the_first_one_wrote(
+    store: Store, tmp_path: Any, master_key: bytes
+) -> None:
     """Reads come from memory: it must hold exactly what the database holds."""
     deployment = await successful(store, spec(replicas=2))
     await store.set_replicas("web", 5)
     await apply(store, spec(name="api"))
     await store.delete_service("api", keep_data=True)
-    again = Store(tmp_path / "db")
+    again = Store(tmp_path / "db", Keyring(master_key))
     try:
         assert await again.list_services() == await store.list_services()
         assert await again.get_deployment(deployment.id) == await store.get_deployment(

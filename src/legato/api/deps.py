@@ -57,7 +57,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad request or state precondition", 401: "Missing or invalid token",
         403: "The token's role is not enough", 404: "Not found", 409: "Conflict",
-        422: "Validation failed", 429: "Rate limited", 503: "Not ready",
+        413: "Payload too large", 422: "Validation failed", 429: "Rate limited",
+        503: "Not ready",
     }
     return {
         code: {"model": _error_model(), "description": descriptions[code]}

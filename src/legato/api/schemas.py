@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from legato.gitevents import valid_branch
 from legato.health import HealthState
 from legato.platform import ServiceView
+from legato.spec import ENV_KEY, Slug, valid_repository
 from legato.store import Deployment, DeploymentLog, Event, Token
 
 T = TypeVar("T")
@@ -183,6 +185,8 @@ class DeploymentPublic(DeploymentSummary):
     updated_at: datetime
     steps: list[StepPublic]
     spec: dict[str, Any]
+    build: dict[str, Any] | None = Field(
+        None, description="A source build: commit, image, digest, seconds per step")
 
 
 class DeploymentLogLine(BaseModel):
@@ -299,7 +303,7 @@ def deployment_summary(deployment: Deployment) -> DeploymentSummary:
     return DeploymentSummary(
         id=deployment.id, number=deployment.number, status=deployment.status,
         step=deployment.step, strategy=deployment.spec.deploy.strategy,
-        image=deployment.spec.image, image_id=deployment.image_id, reason=deployment.reason,
+        image=deployment.image, image_id=deployment.image_id, reason=deployment.reason,
         error=deployment.error, created_at=deployment.created_at,
     )
 
@@ -311,7 +315,7 @@ def deployment_public(deployment: Deployment) -> DeploymentPublic:
         rollback_of=deployment.rollback_of, fingerprint=deployment.fingerprint,
         promoted_at=deployment.promoted_at, updated_at=deployment.updated_at,
         steps=[StepPublic.model_validate(step) for step in deployment.steps],
-        spec=deployment.spec.to_json(),
+        spec=deployment.spec.to_json(), build=deployment.build,
     )
 
 
@@ -384,3 +388,237 @@ def replica_health(replica_id: str, name: str, port: int | None, state: HealthSt
         response_time_ms=state.response_time_ms,
     )
 
+
+
+# projects, environments, configuration ------------------------------------------------------
+
+
+def _repository(value: str | None) -> str | None:
+    if value is not None and not valid_repository(value):
+        raise ValueError("repository must be a git URL (https://, http://, git://, ssh://, "
+                         "user@host:path or a local path), without spaces or a leading -")
+    return value
+
+
+def _branch(value: str | None) -> str | None:
+    if value is not None and not valid_branch(value):
+        raise ValueError(f"invalid branch name {value!r}")
+    return value
+
+
+Repository = Annotated[str | None, Field(None, max_length=1024), AfterValidator(_repository)]
+Branch = Annotated[str | None, Field(None, max_length=255), AfterValidator(_branch)]
+
+
+class ProjectCreate(_In):
+    name: Slug
+    description: str = Field("", max_length=1000)
+    repository: Repository = None
+    branch: Branch = Field(None, description="production's branch (default main)")
+    group_id: str | None = None
+
+
+class ProjectUpdate(_In):
+    description: str | None = Field(None, max_length=1000)
+    repository: Repository = None
+    group_id: str | None = None
+
+
+class EnvironmentPublic(BaseModel):
+    project: str
+    name: str
+    branch: str | None
+    pull_request: int | None
+    protected: bool
+    services: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    description: str
+    repository: str | None
+    group_id: str | None
+    auto_deploy: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectDetail(ProjectPublic):
+    environments: list[EnvironmentPublic]
+    services: list[str]
+
+
+class NameCheck(BaseModel):
+    name: str
+    available: bool
+    reason: str | None = None
+
+
+class ProjectDeleted(BaseModel):
+    name: str
+    deleted: bool
+    services_removed: list[str]
+
+
+class EnvironmentCreate(_In):
+    name: Slug
+    branch: Branch = None
+
+
+class EnvironmentUpdate(_In):
+    branch: Branch = None
+
+
+def _env_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key, item in value.items():
+        if not ENV_KEY.match(key):
+            raise ValueError(f"invalid environment variable name {key!r}")
+        if item is not None and "\x00" in item:
+            raise ValueError(f"{key}: values cannot contain NUL bytes")
+    return value
+
+
+class EnvVars(BaseModel):
+    """Decrypted values of one scope (project or environment)."""
+
+    project: str
+    environment: str | None
+    env: dict[str, str]
+
+
+class EnvVarsPut(_In):
+    env: Annotated[dict[str, str], AfterValidator(_env_keys)] = Field(max_length=500)
+
+
+class EnvVarsPatch(_In):
+    env: Annotated[dict[str, str | None], AfterValidator(_env_keys)] = Field(
+        max_length=500, description="null deletes a variable")
+
+
+class EnvVarsChanged(BaseModel):
+    project: str
+    environment: str | None
+    keys: list[str]
+    message: str
+
+
+class SecretPut(_In):
+    value: str = Field(min_length=1, max_length=65536)
+
+
+class SecretPublic(BaseModel):
+    """A secret is write-only: its key and when it was set, never its value."""
+
+    key: str
+    updated_at: datetime
+    reference: str
+
+
+class ProjectDeploy(BaseModel):
+    project: str
+    environment: str
+    deployments: list[DeploymentAccepted]
+
+
+class AnalyzeRequest(_In):
+    git: Repository = None
+    branch: Branch = None
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+
+
+class AnalysisPublic(BaseModel):
+    repository: str
+    branch: str
+    commit: str
+    kind: str
+    framework: str | None
+    found: list[str]
+    reason: str
+    port: int
+    dockerfile: str | None
+    dockerfile_path: str | None
+    warnings: list[str]
+
+
+class WebhookCreate(_In):
+    project: Slug
+    provider: Literal["github", "gitea", "gitlab"]
+    secret: str | None = Field(None, min_length=16, max_length=256,
+                               description="default: a random secret, returned once")
+
+
+class WebhookPublic(BaseModel):
+    id: str
+    project: str
+    provider: str
+    enabled: bool
+    url: str
+    created_at: datetime
+    last_delivery: dict[str, Any] | None
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="Shown once: configure it in the git host")
+
+
+class ProjectWebhook(BaseModel):
+    project: str
+    enabled: bool
+    webhooks: list[WebhookPublic]
+    last_delivery: dict[str, Any] | None
+
+
+class WebhookToggle(_In):
+    enabled: bool | None = Field(None, description="default: the opposite of now")
+
+
+class DeliveryResult(BaseModel):
+    delivery: str
+    project: str
+    event: str
+    status: str
+    reason: str
+    deployments: list[dict[str, Any]]
+
+
+class ImagePublic(BaseModel):
+    repository: str
+    tag: str
+    digest: str
+    size: int
+    created_at: datetime | None
+    reference: str
+    live: bool
+
+
+class ImageList(BaseModel):
+    project: str
+    items: list[ImagePublic]
+
+
+class GroupCreate(_In):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    description: str = Field("", max_length=1000)
+
+
+class GroupUpdate(_In):
+    name: Annotated[str | None, Field(None, min_length=1, max_length=100)] = None
+    description: str | None = Field(None, max_length=1000)
+
+
+class GroupPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    projects: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyRotation(BaseModel):
+    key_id: str
+    retired: list[str]
+    reencrypted: dict[str, int]

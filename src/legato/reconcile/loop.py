@@ -31,6 +31,7 @@ from legato.errors import (
 )
 from legato.health import HealthMonitor, HealthState
 from legato.reconcile.plan import Clear, Desired, Observed, Plan, Retire, Start, plan
+from legato.release import Releases
 from legato.runtime.base import Replica, ReplicaRequest, Runtime
 from legato.spec import ServiceSpec
 from legato.store import Deployment, Service, Store
@@ -86,10 +87,13 @@ class Reconciler:
         store: Store,
         runtime: Runtime,
         edge: Edge,
+        releases: Releases,
         *,
         resync_interval_s: float = 10.0,
     ) -> None:
         self.store = store
+        self.releases = releases
+        self._builds: dict[str, asyncio.Task[None]] = {}  # deployment id -> its build
         self.runtime = runtime
         self.edge = edge
         self.health = HealthMonitor(self._on_health_change)
@@ -225,10 +229,18 @@ class Reconciler:
         state = self._state.setdefault(name, _ServiceState())
         deployment = await self.store.get_deployment(service.deployment_id or "")
         if deployment.status == "pending" or (deployment.active and deployment.image_id is None):
-            begun = await self._begin(service, deployment)
-            if begun is None:
-                return  # it failed or was superseded: a pass over what replaced it is queued
-            deployment = begun
+            if deployment.spec.build is not None:
+                # The build runs on its own; meanwhile the version it replaces is kept running.
+                self._ensure_build(service.name, deployment.id)
+                serving = await self._serving_meanwhile(deployment)
+                if serving is None:
+                    return
+                deployment = serving
+            else:
+                begun = await self._begin(service, deployment)
+                if begun is None:
+                    return  # it failed or was superseded: a pass over what replaced it is queued
+                deployment = begun
 
         replicas = await self.runtime.list_replicas(name)
         state.spec, state.deployment, state.replicas = deployment.spec, deployment, tuple(replicas)
@@ -294,7 +306,7 @@ class Reconciler:
             if starts:
                 if deployment.active:
                     await self._step(deployment, "starting",
-                                     f"starting {len(starts)} replica(s) of {deployment.spec.image}")
+                                     f"starting {len(starts)} replica(s) of {deployment.image}")
                 await asyncio.gather(*(self._start(service, deployment, state, s) for s in starts))
                 if deployment.active:
                     await self._step(deployment, "health", "waiting for health checks to pass")
@@ -315,25 +327,109 @@ class Reconciler:
         if deployment.status == "pending":
             await self._event(service.name, "deploy",
                               f"deployment #{deployment.number} started ({deployment.reason})",
-                              {"deployment": deployment.id, "image": deployment.spec.image,
+                              {"deployment": deployment.id, "image": deployment.image,
                                "actor": deployment.actor})
         try:
             if deployment.image_id is not None:  # a rollback: the image it ran before
                 image_id = await self.runtime.resolve_image(deployment.image_id)
                 await self._log(deployment, "pulling",
-                                f"reusing image {deployment.spec.image} ({image_id[:19]})")
+                                f"reusing image {deployment.image} ({image_id[:19]})")
             else:
-                await self._log(deployment, "pulling", f"resolving image {deployment.spec.image}")
-                image_id = await self.runtime.resolve_image(deployment.spec.image)
+                await self._log(deployment, "pulling", f"resolving image {deployment.image}")
+                image_id = await self.runtime.resolve_image(deployment.image)
                 await self._log(deployment, "pulling",
-                                f"image {deployment.spec.image} is {image_id[:19]}")
+                                f"image {deployment.image} is {image_id[:19]}")
         except ImageNotFound as exc:
             await self._fail(service, begun, exc.message)
             return None
-        fingerprint = deployment.fingerprint or deployment.spec.fingerprint(
-            image_id, deployment.id if deployment.forced else "")
-        return await self.store.update_deployment(deployment.id, image_id=image_id,
-                                                  fingerprint=fingerprint)
+        return await self._configure(service, begun, image_id)
+
+    async def _configure(self, service: Service, deployment: Deployment, image_id: str,
+                         build: dict[str, Any] | None = None) -> Deployment | None:
+        """Resolve the deployment's environment and fingerprint what it runs; a secret that is
+        missing or a value that does not decrypt fails it (never run with an empty value)."""
+        env = deployment.env
+        digest = ""
+        if env is None:
+            try:
+                env, digest = await self.releases.environment(deployment)
+            except LegatoError as exc:
+                await self._log(deployment, deployment.step, f"configuration: {exc.message}")
+                await self._fail(service, deployment, f"configuration: {exc.message}")
+                return None
+            await self._log(deployment, deployment.step,
+                            f"environment: {', '.join(sorted(env)) or '(none)'}")
+        nonce = (deployment.id if deployment.forced else "") + digest
+        fingerprint = deployment.fingerprint or deployment.spec.fingerprint(image_id, nonce)
+        configured = await self.store.update_deployment(
+            deployment.id, image_id=image_id, fingerprint=fingerprint, env=env, build=build,
+            expect=("running",))
+        if configured.image_id != image_id:
+            self.trigger(service.name)  # it ended meanwhile (superseded, failed by a person)
+            return None
+        return configured
+
+    # source builds --------------------------------------------------------------------------
+
+    def _ensure_build(self, name: str, deployment_id: str) -> None:
+        if deployment_id not in self._builds:
+            self._builds[deployment_id] = self._spawn(self._build(name, deployment_id))
+
+    async def _serving_meanwhile(self, deployment: Deployment) -> Deployment | None:
+        """What runs while `deployment` builds: the deployment it replaces, if it ever ran."""
+        if deployment.previous_id is None:
+            return None
+        previous = await self.store.get_deployment(deployment.previous_id)
+        return previous if previous.image_id is not None else None
+
+    async def _build(self, name: str, deployment_id: str) -> None:
+        """Clone, build and push; then the deployment runs the pushed digest. A failure fails
+        the deployment with the build log's tail, and the running version stays."""
+        logs = self.releases.build_logs
+        try:
+            service = await self.store.get_service(name)
+            deployment = await self.store.get_deployment(deployment_id)
+            begun = await self.store.update_deployment(
+                deployment_id, status="running", expect=("pending", "running"))
+            if begun.status != "running":
+                return
+            if deployment.status == "pending":
+                await self._event(name, "deploy",
+                                  f"deployment #{deployment.number} started ({deployment.reason})",
+                                  {"deployment": deployment.id, "actor": deployment.actor,
+                                   "build": True})
+            output = logs.open(deployment_id)
+            try:
+                request = await self.releases.build_request(begun)
+                await self._log(begun, "queued", f"building {request.repository} "
+                                f"({request.branch}) for {request.project}/{request.service}")
+
+                async def step(name_: str) -> None:
+                    await self._step(begun, name_, f"{name_} ({request.repository})")
+
+                result = await self.releases.builder.build(request, output, step)
+                image_id = await self.runtime.resolve_image(result.image)
+            except LegatoError as exc:
+                output.write(f"error: {exc.message}")
+                tail = output.tail(20)
+                await self._fail(service, begun, f"build failed: {exc.message}"
+                                 + (f"\n{tail}" if tail and exc.message not in tail else ""))
+                return
+            finally:
+                logs.finish(deployment_id)
+            await self._log(begun, "pushing",
+                            f"built {result.commit[:12]} as {result.image} in "
+                            + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+            current = await self.store.get_deployment(deployment_id)
+            if current.active:
+                await self._configure(service, current, image_id, build=result.record())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("build of deployment %s failed unexpectedly", deployment_id)
+        finally:
+            self._builds.pop(deployment_id, None)
+            self.trigger(name)
 
     async def _equivalent(self, deployment: Deployment, replicas: Sequence[Replica]) -> frozenset[str]:
         """The other deployments among `replicas` that run exactly what `deployment` runs."""
@@ -485,10 +581,11 @@ class Reconciler:
             environment=service.environment,
             deployment=deployment.id,
             slot=slot,
-            image=deployment.image_id or spec.image,
+            image=deployment.image_id or deployment.image,
             port=spec.port,
             command=tuple(spec.command) if spec.command else None,
-            env={"PORT": str(spec.port), **spec.env},
+            env={"PORT": str(spec.port),
+                 **(deployment.env if deployment.env is not None else spec.env)},
             labels=spec.labels,
             memory_bytes=spec.resources.memory_bytes,
             cpus=spec.resources.cpu,

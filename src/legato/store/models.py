@@ -17,7 +17,8 @@ DeploymentStatus = Literal[
 ACTIVE_DEPLOYMENT = ("pending", "running", "awaiting_promotion")
 FINISHED_DEPLOYMENT = ("successful", "failed", "cancelled", "rolled_back")
 # The pipeline of a deployment, in order; a deployment moves forward through it, never back.
-STEPS = ("queued", "pulling", "starting", "health", "promoting", "switching", "draining", "done")
+STEPS = ("queued", "cloning", "building", "pushing", "pulling", "starting", "health", "promoting",
+         "switching", "draining", "done")
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,20 @@ class Deployment:
     rollback_of: str | None = None  # the deployment this one copies (rollbacks)
     forced: bool = False  # replace every replica even if what they run is unchanged
     promoted_at: datetime | None = None  # canary phase over (set from the start: no canary)
+    # The environment its containers get, resolved from project, environment and service
+    # variables and secrets when it begins (encrypted at rest; never in an API response).
+    env: dict[str, str] | None = None
+    build: dict[str, Any] | None = None  # a source build: commit, image, digest, step timings
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_DEPLOYMENT
+
+    @property
+    def image(self) -> str:
+        """The image reference it runs: the one it built, or the one its spec names."""
+        built = self.build.get("image") if self.build else None
+        return str(built or self.spec.image or "")
 
     @property
     def step(self) -> str:
@@ -107,3 +118,61 @@ class Token:
 
     def allows(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A workspace bundling related projects (deleting it keeps the projects)."""
+
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    description: str
+    repository: str | None  # git URL its builds and webhooks use
+    group_id: str | None
+    auto_deploy: bool  # webhooks deploy on push (the webhook toggle)
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Environment:
+    project: str
+    name: str
+    branch: str | None  # a push to this branch deploys the environment
+    pull_request: int | None  # the pull request a preview environment belongs to
+    created_at: datetime
+    updated_at: datetime
+
+
+ConfigKind = Literal["env", "secret"]
+
+
+@dataclass(frozen=True)
+class ConfigVar:
+    """One configuration value, decrypted; secrets are only read to deploy, never returned."""
+
+    project: str
+    environment: str  # "" for project level
+    kind: ConfigKind
+    key: str
+    value: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: str
+    project: str
+    provider: str
+    secret: str  # decrypted; shown once at creation, used to verify deliveries
+    enabled: bool
+    created_at: datetime
+    last_delivery: dict[str, Any] | None = None  # id, event, received_at, result

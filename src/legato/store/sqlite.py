@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from legato.crypto import Keyring
 from legato.errors import (
     Conflict,
     DeploymentInProgress,
@@ -40,6 +41,7 @@ from legato.store.models import (
     Service,
     Token,
 )
+from legato.store.projects import ProjectRecords
 
 T = TypeVar("T")
 
@@ -113,6 +115,77 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX deployment_logs_deployment ON deployment_logs(deployment_id, id);
     """,
+    """
+    CREATE TABLE data_keys (
+        id TEXT PRIMARY KEY,
+        wrapped TEXT NOT NULL,
+        master_id TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE projects (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        repository TEXT,
+        group_id TEXT REFERENCES groups(id) ON DELETE SET NULL,
+        auto_deploy INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE environments (
+        project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        branch TEXT,
+        pull_request INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    CREATE TABLE config_vars (
+        project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        environment TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, environment, kind, key)
+    );
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        last_delivery TEXT
+    );
+    CREATE TABLE webhook_deliveries (
+        provider TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        webhook_id TEXT,
+        event TEXT NOT NULL,
+        result TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        PRIMARY KEY (provider, delivery_id)
+    );
+    ALTER TABLE deployments ADD COLUMN env TEXT;
+    ALTER TABLE deployments ADD COLUMN build TEXT;
+    INSERT INTO projects (name, created_at, updated_at)
+        SELECT DISTINCT project, MIN(created_at), MIN(created_at) FROM services GROUP BY project;
+    INSERT INTO environments (project, name, branch, created_at, updated_at)
+        SELECT DISTINCT project, environment, CASE environment WHEN 'production' THEN 'main' END,
+               MIN(created_at), MIN(created_at)
+        FROM services GROUP BY project, environment;
+    INSERT OR IGNORE INTO environments (project, name, branch, created_at, updated_at)
+        SELECT name, 'production', 'main', created_at, created_at FROM projects;
+    """,
 )
 
 _DEPLOYMENT_CACHE_MAX = 2048  # deployments kept in memory besides the services' current ones
@@ -134,12 +207,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-class Store:
+class Store(ProjectRecords):
     """All state lives here. Reads of services and current deployments come from memory;
     every write is a short transaction run off the event loop."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyring: Keyring) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.keyring = keyring
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -148,6 +222,7 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        self._load_keys()
         self._services: dict[str, Service] = {}
         self._deployments: dict[str, Deployment] = {}
         self._tokens: dict[str, Token] = {}  # hash -> token, see token_by_hash
@@ -161,6 +236,18 @@ class Store:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
+    def _load_keys(self) -> None:
+        """Unwrap the data keys; the first start makes one."""
+        rows = self._db.execute("SELECT * FROM data_keys").fetchall()
+        if not rows:
+            key_id, wrapped = self.keyring.new_data_key()
+            self._db.execute(
+                "INSERT INTO data_keys (id, wrapped, master_id, active, created_at)"
+                " VALUES (?, ?, ?, 1, ?)", (key_id, wrapped, self.keyring.master_id, _ts(now())))
+            return
+        active = next((r["id"] for r in rows if r["active"]), None)
+        self.keyring.load({r["id"]: r["wrapped"] for r in rows}, active)
+
     def _load(self) -> None:
         """Services and their current deployments into memory (once, at open)."""
         for row in self._db.execute("SELECT * FROM services"):
@@ -168,7 +255,7 @@ class Store:
         for row in self._db.execute(
             "SELECT d.* FROM deployments d JOIN services s ON s.deployment_id = d.id"
         ):
-            self._deployments[row["id"]] = _deployment(row)
+            self._deployments[row["id"]] = self._deployment(row)
         for row in self._db.execute("SELECT * FROM removals"):
             self._removals[row["service"]] = _removal(row)
 
@@ -218,7 +305,7 @@ class Store:
         return service
 
     def _reload_deployment(self, db: sqlite3.Connection, deployment_id: str) -> Deployment:
-        deployment = _load_deployment(db, deployment_id)
+        deployment = self._load_deployment(db, deployment_id)
         self._on_commit.append(lambda: self._remember(deployment))
         return deployment
 
@@ -265,6 +352,7 @@ class Store:
         is in flight: DeploymentInProgress, unless `supersede`)."""
 
         def apply(db: sqlite3.Connection) -> tuple[Service, Deployment | None]:
+            self._ensure_project(db, spec.project, spec.environment)
             row = db.execute("SELECT * FROM services WHERE name = ?", (spec.name,)).fetchone()
             stamp = _ts(now())
             if row is None:
@@ -282,7 +370,7 @@ class Store:
                     code="SERVICE_NAME_TAKEN",
                     details={"name": spec.name, "project": service.project},
                 )
-            current = _load_deployment(db, service.deployment_id) if service.deployment_id else None
+            current = self._load_deployment(db, service.deployment_id) if service.deployment_id else None
             same = current is not None and current.status != "failed" and current.spec.model_copy(
                 update={"replicas": spec.replicas}
             ) == spec
@@ -402,7 +490,7 @@ class Store:
     async def get_deployment(self, deployment_id: str) -> Deployment:
         if (cached := self._deployments.get(deployment_id)) is not None:
             return cached
-        deployment = await self._run(lambda db: _load_deployment(db, deployment_id))
+        deployment = await self._run(lambda db: self._load_deployment(db, deployment_id))
         self._remember(deployment)
         return deployment
 
@@ -422,7 +510,29 @@ class Store:
                 (service, before_number if before_number is not None else 2**62, limit),
             ).fetchall()
 
-        return [_deployment(r) for r in await self._run(query)]
+        return [self._deployment(r) for r in await self._run(query)]
+
+    async def project_deployments(
+        self, project: str, environment: str | None = None, *, before: str | None = None,
+        limit: int = 100,
+    ) -> list[Deployment]:
+        """Deployments of the project's services, newest first; `before` is the
+        "<created_at>|<id>" of the last one of the previous page."""
+        stamp, _, last_id = (before or "").partition("|")
+
+        def query(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            sql = ("SELECT d.* FROM deployments d JOIN services s ON s.name = d.service"
+                   " WHERE s.project = ?")
+            args: list[Any] = [project]
+            if environment:
+                sql, args = sql + " AND s.environment = ?", [*args, environment]
+            if before:
+                sql += " AND (d.created_at < ? OR (d.created_at = ? AND d.id < ?))"
+                args += [stamp, stamp, last_id]
+            return db.execute(sql + " ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
+                              [*args, limit]).fetchall()
+
+        return [self._deployment(r) for r in await self._run(query)]
 
     async def deployment_by_number(self, service: str, number: int) -> Deployment:
         row = await self._run(lambda db: db.execute(
@@ -430,7 +540,7 @@ class Store:
         ).fetchone())
         if row is None:
             raise DeploymentNotFound(f"{service}#{number}")
-        return _deployment(row)
+        return self._deployment(row)
 
     async def deployments_by_id(self, ids: Sequence[str]) -> dict[str, Deployment]:
         found = {i: self._deployments[i] for i in ids if i in self._deployments}
@@ -441,7 +551,7 @@ class Store:
                 f"SELECT * FROM deployments WHERE id IN ({marks})", missing  # noqa: S608
             ).fetchall())
             for row in rows:
-                found[row["id"]] = deployment = _deployment(row)
+                found[row["id"]] = deployment = self._deployment(row)
                 self._remember(deployment)
         return found
 
@@ -452,7 +562,7 @@ class Store:
             "SELECT * FROM deployments WHERE service = ? AND number < ? AND status = 'successful'"
             " AND image_id IS NOT NULL ORDER BY number DESC LIMIT 1", (service, before_number),
         ).fetchone())
-        return _deployment(row) if row else None
+        return self._deployment(row) if row else None
 
     async def update_deployment(
         self,
@@ -464,13 +574,15 @@ class Store:
         fingerprint: str | None = None,
         step: str | None = None,
         promoted: bool = False,
+        env: dict[str, str] | None = None,
+        build: dict[str, Any] | None = None,
         expect: Sequence[str] | None = None,
     ) -> Deployment:
         """Change a deployment; `step` only ever moves forward (see STEPS). With `expect`,
         nothing changes unless its status is one of those (a concurrent transition won)."""
 
         def update(db: sqlite3.Connection) -> Deployment:
-            current = _load_deployment(db, deployment_id)
+            current = self._load_deployment(db, deployment_id)
             if expect is not None and current.status not in expect:
                 return current
             stamp = now()
@@ -479,7 +591,7 @@ class Store:
                 steps = _close(steps, stamp)
             db.execute(
                 "UPDATE deployments SET status = ?, error = ?, image_id = ?, fingerprint = ?,"
-                " steps = ?, promoted_at = ?, updated_at = ? WHERE id = ?",
+                " steps = ?, promoted_at = ?, updated_at = ?, env = ?, build = ? WHERE id = ?",
                 (
                     status or current.status,
                     error if error is not None else current.error,
@@ -488,6 +600,9 @@ class Store:
                     json.dumps(steps),
                     _ts(current.promoted_at or (stamp if promoted else None)),
                     _ts(stamp),
+                    self._sealed_env(deployment_id, env if env is not None else current.env),
+                    json.dumps(build if build is not None else current.build)
+                    if (build or current.build) else None,
                     deployment_id,
                 ),
             )
@@ -499,7 +614,7 @@ class Store:
         """Begin `step` if the deployment is in flight and has not reached it; whether it did."""
 
         def advance(db: sqlite3.Connection) -> bool:
-            current = _load_deployment(db, deployment_id)
+            current = self._load_deployment(db, deployment_id)
             if not current.active:
                 return False
             steps = _advance(list(current.steps), step, now())
@@ -525,7 +640,7 @@ class Store:
         deployment and the rollback it calls for are recorded together or not at all."""
 
         def finish(db: sqlite3.Connection) -> tuple[Deployment, Deployment | None]:
-            current = _load_deployment(db, deployment_id)
+            current = self._load_deployment(db, deployment_id)
             if not current.active:
                 raise DeploymentNotActive(deployment_id, current.number, current.status)
             stamp = _ts(now())
@@ -581,14 +696,18 @@ class Store:
         db.execute(
             "INSERT INTO deployments (id, service, number, spec, status, reason, actor, image_id,"
             " fingerprint, rollback_of, forced, promoted_at, previous_id, steps, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (deployment_id, spec.name, number, spec.model_dump_json(), reason, actor,
-             copy_of.image_id if copy_of else None, copy_of.fingerprint if copy_of else None,
+            " updated_at, env, build) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?)",
+            (deployment_id, spec.name, number, self._sealed_spec(deployment_id, spec), reason,
+             actor, copy_of.image_id if copy_of else None,
+             copy_of.fingerprint if copy_of else None,
              copy_of.id if copy_of else None, int(forced), stamp if promoted else None,
-             previous["deployment_id"] if previous else None, steps, stamp, stamp),
+             previous["deployment_id"] if previous else None, steps, stamp, stamp,
+             self._sealed_env(deployment_id, copy_of.env if copy_of else None),
+             json.dumps(copy_of.build) if copy_of and copy_of.build else None),
         )
         if active is not None:
-            superseded = _load_deployment(db, active["id"])
+            superseded = self._load_deployment(db, active["id"])
             closed = _close(list(superseded.steps), now())
             db.execute(
                 "UPDATE deployments SET status = 'cancelled', error = ?, steps = ?, updated_at = ?"
@@ -601,6 +720,52 @@ class Store:
             (deployment_id, stamp, spec.name),
         )
         return self._reload_deployment(db, deployment_id)
+
+    def _deployment(self, row: sqlite3.Row) -> Deployment:
+        spec = json.loads(row["spec"])
+        spec["env"] = {k: self.keyring.decrypt(v, _env_aad(row["id"], k))
+                       for k, v in spec.get("env", {}).items()}
+        env = (json.loads(self.keyring.decrypt(row["env"], _env_aad(row["id"])))
+               if row["env"] else None)
+        return Deployment(
+            id=row["id"],
+            service=row["service"],
+            number=row["number"],
+            spec=ServiceSpec.model_validate(spec),
+            status=row["status"],
+            reason=row["reason"],
+            actor=row["actor"],
+            image_id=row["image_id"],
+            error=row["error"],
+            previous_id=row["previous_id"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            steps=tuple(json.loads(row["steps"])),
+            fingerprint=row["fingerprint"],
+            rollback_of=row["rollback_of"],
+            forced=bool(row["forced"]),
+            promoted_at=_dt(row["promoted_at"]),
+            env=env,
+            build=json.loads(row["build"]) if row["build"] else None,
+        )
+
+    def _load_deployment(self, db: sqlite3.Connection, deployment_id: str) -> Deployment:
+        row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        if row is None:
+            raise DeploymentNotFound(deployment_id)
+        return self._deployment(row)
+
+    def _sealed_env(self, deployment_id: str, env: dict[str, str] | None) -> str | None:
+        if env is None:
+            return None
+        return self.keyring.encrypt(json.dumps(env), _env_aad(deployment_id))
+
+    def _sealed_spec(self, deployment_id: str, spec: ServiceSpec) -> str:
+        """The spec as stored: its env values encrypted, each bound to its deployment and key."""
+        data = spec.to_json()
+        data["env"] = {k: self.keyring.encrypt(v, _env_aad(deployment_id, k))
+                       for k, v in spec.env.items()}
+        return json.dumps(data)
 
     # deployment logs ------------------------------------------------------------------------
 
@@ -789,33 +954,8 @@ def _load_service(db: sqlite3.Connection, name: str) -> Service:
     return _service(row)
 
 
-def _deployment(row: sqlite3.Row) -> Deployment:
-    return Deployment(
-        id=row["id"],
-        service=row["service"],
-        number=row["number"],
-        spec=ServiceSpec.model_validate_json(row["spec"]),
-        status=row["status"],
-        reason=row["reason"],
-        actor=row["actor"],
-        image_id=row["image_id"],
-        error=row["error"],
-        previous_id=row["previous_id"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
-        steps=tuple(json.loads(row["steps"])),
-        fingerprint=row["fingerprint"],
-        rollback_of=row["rollback_of"],
-        forced=bool(row["forced"]),
-        promoted_at=_dt(row["promoted_at"]),
-    )
-
-
-def _load_deployment(db: sqlite3.Connection, deployment_id: str) -> Deployment:
-    row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
-    if row is None:
-        raise DeploymentNotFound(deployment_id)
-    return _deployment(row)
+def _env_aad(deployment_id: str, key: str | None = None) -> str:
+    return f"deployment:{deployment_id}:env" + (f":{key}" if key else "")
 
 
 def _token(row: sqlite3.Row) -> Token:

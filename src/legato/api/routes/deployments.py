@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from legato.api import pagination
 from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses
@@ -21,6 +23,7 @@ from legato.api.schemas import (
     deployment_logs,
     deployment_public,
 )
+from legato.build.log import BuildLog
 from legato.errors import ValidationFailed
 
 router = APIRouter(tags=["deployments"])
@@ -98,6 +101,51 @@ async def get_deployment_logs(
         for step in body.steps for line in step.logs
     )
     return PlainTextResponse(text)
+
+
+@router.get(
+    "/deployments/{deployment_id}/build-log",
+    responses={**error_responses(404),
+               200: {"content": {"text/plain": {}, "application/json": {},
+                                 "text/event-stream": {}},
+                     "description": "The builder's output; with follow=true an SSE stream"}},
+    response_model=None,
+)
+async def get_build_log(
+    deployment_id: str,
+    platform: PlatformDep,
+    _: Viewer,
+    follow: bool = False,
+    format: Literal["text", "json"] = "text",
+) -> PlainTextResponse | JSONResponse | StreamingResponse:
+    """The full output of the deployment's source build (clone, docker build, push). With
+    follow=true, an SSE stream of every line so far and then each new one, until the build
+    ends (event `end`)."""
+    await platform.store.get_deployment(deployment_id)
+    logs = platform.releases.build_logs
+    live = logs.live(deployment_id)
+    if follow:
+        return StreamingResponse(_follow_build(live, await logs.read(deployment_id)
+                                               if live is None else []),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    lines = await logs.read(deployment_id)
+    if format == "json":
+        return JSONResponse({"deployment_id": deployment_id, "building": live is not None,
+                             "lines": lines})
+    return PlainTextResponse("".join(f"{line}\n" for line in lines))
+
+
+async def _follow_build(live: BuildLog | None, finished: list[str]) -> AsyncIterator[bytes]:
+    source: AsyncIterator[str] = live.follow() if live is not None else _each(finished)
+    async for line in source:
+        yield f"data: {json.dumps(line)}\n\n".encode()
+    yield b"event: end\ndata: {}\n\n"
+
+
+async def _each(lines: list[str]) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
 
 
 @router.post("/deployments/{deployment_id}/promote", status_code=202,
