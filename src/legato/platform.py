@@ -93,7 +93,8 @@ class Platform:
             registry=settings.registry, docker_host=settings.docker_host,
             workdir=settings.data_dir / "work", allow_local=settings.git_allow_local,
             git_timeout_s=settings.git_timeout_s, build_timeout_s=settings.build_timeout_s)
-        self.releases = Releases(store, self.builder, BuildLogs(settings.builds_dir))
+        self.releases = Releases(store, self.builder, BuildLogs(settings.builds_dir),
+                                 settings.instance)
         self.reconciler = Reconciler(
             store, runtime, edge, self.releases, resync_interval_s=settings.resync_interval_s
         )

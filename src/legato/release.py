@@ -14,7 +14,9 @@ from legato.store import Deployment, Store
 class Releases:
     """Puts a deployment's configuration together and holds the builder and its logs."""
 
-    def __init__(self, store: Store, builder: Builder, build_logs: BuildLogs) -> None:
+    def __init__(self, store: Store, builder: Builder, build_logs: BuildLogs,
+                 instance: str) -> None:
+        self.instance = instance
         self.store = store
         self.builder = builder
         self.build_logs = build_logs
@@ -46,6 +48,6 @@ class Releases:
             repository=repository, branch=spec.build.branch or environment.branch or "main",
             dockerfile=spec.build.dockerfile, context=spec.build.context,
             args=dict(spec.build.args),
-            labels={"legato.project": spec.project, "legato.service": spec.name,
-                    "legato.deployment": deployment.id},
+            labels={"legato.instance": self.instance, "legato.project": spec.project,
+                    "legato.service": spec.name, "legato.deployment": deployment.id},
         )

@@ -4,6 +4,7 @@ afterwards, even when a test fails."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -19,7 +20,10 @@ from typing import Any, TypeVar
 import docker
 import httpx
 
+from legato.registry import Registry
+
 TEST_IMAGE = "legato-test/busybox:latest"
+REGISTRY = "127.0.0.1:5000"
 T = TypeVar("T")
 
 
@@ -78,6 +82,7 @@ class Legato:
             "LEGATO_EDGE_HOST": "127.0.0.1",
             "LEGATO_BOOTSTRAP_TOKEN": self.token,
             "LEGATO_RESYNC_INTERVAL_S": "2",
+            "LEGATO_GIT_ALLOW_LOCAL": "true",  # tests build from bare repositories on disk
         }
 
     def start(self) -> None:
@@ -106,6 +111,7 @@ class Legato:
         for volume in self.docker.volumes.list(filters={"label": label}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 volume.remove(force=True)
+        remove_built_images(self.docker, label)
         self.api.close()
         self.edge.close()
 
@@ -152,6 +158,30 @@ class Legato:
         return found
 
 
+def remove_built_images(client: docker.DockerClient, label: str) -> None:
+    """Images a server built (labelled with its instance): from the registry and locally."""
+    repositories = set()
+    for image in client.api.images(filters={"label": label}):
+        for tag in image.get("RepoTags") or []:
+            reference = tag.rpartition(":")[0]
+            if reference.startswith(f"{REGISTRY}/"):
+                repositories.add(reference.removeprefix(f"{REGISTRY}/"))
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.api.remove_image(image["Id"], force=True)
+    if repositories:
+        asyncio.run(_delete_repositories(sorted(repositories)))
+
+
+async def _delete_repositories(repositories: list[str]) -> None:
+    registry = Registry(REGISTRY)
+    try:
+        for repository in repositories:
+            with contextlib.suppress(Exception):
+                await registry.delete_repository(repository)
+    finally:
+        await registry.close()
+
+
 def service_spec(name: str, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": name,
@@ -177,3 +207,49 @@ def running_legato(data_dir: Path) -> Iterator[Legato]:
         raise
     finally:
         legato.close()
+
+
+class GitRepo:
+    """A bare repository on disk and a work tree that commits and pushes to it; its Dockerfile
+    builds FROM the local test image (nothing can be pulled here)."""
+
+    DOCKERFILE = (
+        "FROM legato-test/busybox:latest\n"
+        "ARG GREETING=plain\n"
+        "COPY site/ /www/\n"
+        'RUN echo "$GREETING" > /www/greeting\n'
+        'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "app.git"
+        self.work = root / "work"
+        self._git("init", "--bare", "--initial-branch=main", str(self.bare), cwd=root)
+        self._git("clone", str(self.bare), str(self.work), cwd=root)
+        self._git("symbolic-ref", "HEAD", "refs/heads/main")
+
+    def _git(self, *args: str, cwd: Path | None = None) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.test"}
+        done = subprocess.run(["git", *args], cwd=cwd or self.work, env=env, check=True,
+                              capture_output=True, text=True)
+        return done.stdout.strip()
+
+    def commit(self, files: dict[str, str], *, branch: str = "main", message: str = "change") -> str:
+        """Write `files`, commit them on `branch` and push; the new commit's sha."""
+        if self._git("symbolic-ref", "--short", "HEAD") != branch:
+            existing = self._git("branch", "--list", branch)
+            self._git("checkout", *(["-b"] if not existing else []), branch)
+        for path, text in files.items():
+            target = self.work / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        self._git("add", "-A")
+        self._git("commit", "-m", message, "--allow-empty")
+        self._git("push", "origin", branch)
+        return self._git("rev-parse", "HEAD")
+
+    def app(self, version: str, *, branch: str = "main") -> str:
+        """A commit of the test app whose index answers `version`."""
+        return self.commit({"Dockerfile": self.DOCKERFILE, "site/index.html": f"{version}\n",
+                            "site/healthz": "ok\n"}, branch=branch, message=version)
