@@ -428,6 +428,7 @@ class Legato:
             "LEGATO_EDGE_HTTP_PORT": str(self.edge_port),
             "LEGATO_EDGE_HOST": LOCALHOST,
             "LEGATO_BOOTSTRAP_TOKEN": self.token,
+            "LEGATO_GIT_ALLOW_LOCAL": "true",  # source_deploy builds from a repository on disk
         }
 
     # API conveniences ------------------------------------------------------------------------
