@@ -416,3 +416,61 @@ class Client:
     def revoke_token(self, token_id: str) -> JSON:
         """Revoke a token."""
         return self._json("DELETE", f"/tokens/{_seg(token_id)}")
+
+    # projects, configuration, keys, webhooks --------------------------------------------------
+
+    def list_projects(self) -> JSON:
+        return self._json("GET", "/projects", params={"limit": 100})
+
+    def create_project(self, name: str, repository: str | None = None,
+                       branch: str | None = None) -> JSON:
+        body = {k: v for k, v in {"name": name, "repository": repository,
+                                  "branch": branch}.items() if v is not None}
+        return self._json("POST", "/projects", json=body)
+
+    def delete_project(self, name: str, force: bool = False) -> JSON:
+        return self._json("DELETE", f"/projects/{_seg(name)}", params={"force": force})
+
+    def _vars_path(self, project: str, environment: str | None) -> str:
+        scope = f"/environments/{_seg(environment)}" if environment else ""
+        return f"/projects/{_seg(project)}{scope}/env-vars"
+
+    def env_vars(self, project: str, environment: str | None = None) -> JSON:
+        """Decrypted variables of the project, or of one of its environments."""
+        return self._json("GET", self._vars_path(project, environment))
+
+    def set_env_vars(self, project: str, values: dict[str, str | None],
+                     environment: str | None = None) -> JSON:
+        """Set variables (None deletes one)."""
+        return self._json("PATCH", self._vars_path(project, environment), json={"env": values})
+
+    def list_secrets(self, project: str) -> list[Any]:
+        """Names and dates of the project's secrets (never their values)."""
+        found: list[Any] = self._send("GET", f"/projects/{_seg(project)}/secrets").json()
+        return found
+
+    def set_secret(self, project: str, key: str, value: str) -> JSON:
+        return self._json("PUT", f"/projects/{_seg(project)}/secrets/{_seg(key)}",
+                          json={"value": value})
+
+    def delete_secret(self, project: str, key: str) -> None:
+        self._send("DELETE", f"/projects/{_seg(project)}/secrets/{_seg(key)}")
+
+    def rotate_keys(self) -> JSON:
+        """A new data key; every stored value re-encrypted under it (admin)."""
+        return self._json("POST", "/keys/rotate")
+
+    def list_webhooks(self, project: str | None = None) -> list[Any]:
+        found: list[Any] = self._send("GET", "/webhooks",
+                                      params={"project": project} if project else None).json()
+        return found
+
+    def create_webhook(self, project: str, provider: str, secret: str | None = None) -> JSON:
+        """Register a webhook; the answer holds its secret, this once."""
+        body = {"project": project, "provider": provider}
+        if secret:
+            body["secret"] = secret
+        return self._json("POST", "/webhooks", json=body)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._send("DELETE", f"/webhooks/{_seg(webhook_id)}")

@@ -21,6 +21,20 @@ from legato.client import JSON, ApiError, Client, ConfigError, load_settings, wr
 app = typer.Typer(help="Legato: run services on Docker behind HAProxy.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: create, list, revoke (admin).", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+projects_app = typer.Typer(help="Projects: list, create, remove.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+env_app = typer.Typer(help="Environment variables of a project or environment (encrypted).",
+                      no_args_is_help=True)
+app.add_typer(env_app, name="env")
+secrets_app = typer.Typer(help="Write-only project secrets, used as ${secrets.KEY}.",
+                          no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+keys_app = typer.Typer(help="Encryption keys of stored configuration (admin).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(help="Git webhooks (GitHub, Gitea, GitLab) that deploy on push.",
+                           no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="API URL (default: LEGATO_URL or config)")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="API token (default: LEGATO_TOKEN or config)")]
@@ -590,6 +604,184 @@ def tokens_revoke(
         print_json(result)
     else:
         typer.echo(f"revoked token {result.get('id', token_id)} ({result.get('name', '-')})")
+
+
+# projects, configuration, keys, webhooks -----------------------------------------------------
+
+ProjectArg = Annotated[str, typer.Argument(metavar="PROJECT", help="Project name")]
+EnvironmentOpt = Annotated[str | None, typer.Option(
+    "--environment", "-e", help="An environment of the project (default: project level)")]
+
+
+@projects_app.command("ls")
+def projects_ls(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Every project with its repository."""
+    with api_errors():
+        result = make_client(url, token).list_projects()
+    if as_json:
+        print_json(result)
+        return
+    print_table(["NAME", "REPOSITORY", "AUTO-DEPLOY", "CREATED"],
+                [[p["name"], p.get("repository"), p.get("auto_deploy"), when(p.get("created_at"))]
+                 for p in result.get("items", [])])
+
+
+@projects_app.command("create")
+def projects_create(
+    name: ProjectArg,
+    repository: Annotated[str | None, typer.Option("--repository", help="Git URL")] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="production's branch")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a project (with its production environment)."""
+    with api_errors():
+        result = make_client(url, token).create_project(name, repository, branch)
+    print_json(result) if as_json else typer.echo(f"created project {result['name']}")
+
+
+@projects_app.command("rm")
+def projects_rm(
+    name: ProjectArg,
+    force: Annotated[bool, typer.Option("--force", help="Also remove its services")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Delete a project; with services only with --force."""
+    with api_errors():
+        result = make_client(url, token).delete_project(name, force=force)
+    if as_json:
+        print_json(result)
+    else:
+        removed = ", ".join(result.get("services_removed") or []) or "none"
+        typer.echo(f"deleted project {name} (services removed: {removed})")
+
+
+@env_app.command("ls")
+def env_ls(project: ProjectArg, environment: EnvironmentOpt = None, url: UrlOpt = None,
+           token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """The variables, decrypted."""
+    with api_errors():
+        result = make_client(url, token).env_vars(project, environment)
+    if as_json:
+        print_json(result)
+        return
+    print_table(["KEY", "VALUE"], [[k, v] for k, v in sorted(result.get("env", {}).items())])
+
+
+@env_app.command("set")
+def env_set(
+    project: ProjectArg,
+    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...")],
+    environment: EnvironmentOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set variables; services get them with their next deployment."""
+    values: dict[str, str | None] = dict(parse_env(pairs) or {})
+    with api_errors():
+        result = make_client(url, token).set_env_vars(project, values, environment)
+    print_json(result) if as_json else typer.echo(result["message"])
+
+
+@env_app.command("unset")
+def env_unset(
+    project: ProjectArg,
+    keys: Annotated[list[str], typer.Argument(metavar="KEY...")],
+    environment: EnvironmentOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove variables."""
+    with api_errors():
+        result = make_client(url, token).set_env_vars(project, dict.fromkeys(keys), environment)
+    print_json(result) if as_json else typer.echo(result["message"])
+
+
+@secrets_app.command("ls")
+def secrets_ls(project: ProjectArg, url: UrlOpt = None, token: TokenOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Secret names and when each was set (values are never shown)."""
+    with api_errors():
+        result = make_client(url, token).list_secrets(project)
+    if as_json:
+        print_json(result)
+        return
+    print_table(["KEY", "REFERENCE", "UPDATED"],
+                [[s["key"], s["reference"], when(s["updated_at"])] for s in result])
+
+
+@secrets_app.command("set")
+def secrets_set(
+    project: ProjectArg,
+    key: Annotated[str, typer.Argument(metavar="KEY")],
+    value: Annotated[str, typer.Option("--value", prompt=True, hide_input=True,
+                                       help="The value (prompted, hidden, if not given)")],
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Set a secret; reference it in a spec as ${secrets.KEY}."""
+    with api_errors():
+        result = make_client(url, token).set_secret(project, key, value)
+    print_json(result) if as_json else typer.echo(f"set {result['reference']}")
+
+
+@secrets_app.command("rm")
+def secrets_rm(project: ProjectArg, key: Annotated[str, typer.Argument(metavar="KEY")],
+               url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Delete a secret."""
+    with api_errors():
+        make_client(url, token).delete_secret(project, key)
+    typer.echo(f"deleted secret {key}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Make a new data key and re-encrypt every stored value under it."""
+    with api_errors():
+        result = make_client(url, token).rotate_keys()
+    if as_json:
+        print_json(result)
+    else:
+        counts = ", ".join(f"{n} {what}" for what, n in result["reencrypted"].items())
+        typer.echo(f"active key {result['key_id']}; re-encrypted {counts}; "
+                   f"retired {', '.join(result['retired']) or 'none'}")
+
+
+@webhooks_app.command("ls")
+def webhooks_ls(project: Annotated[str | None, typer.Option("--project")] = None,
+                url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Registered webhooks and their last delivery."""
+    with api_errors():
+        result = make_client(url, token).list_webhooks(project)
+    if as_json:
+        print_json(result)
+        return
+    print_table(["ID", "PROJECT", "PROVIDER", "URL", "LAST DELIVERY"],
+                [[h["id"], h["project"], h["provider"], h["url"],
+                  (h.get("last_delivery") or {}).get("result")] for h in result])
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    project: ProjectArg,
+    provider: Annotated[str, typer.Option("--provider", help="github, gitea or gitlab")],
+    secret: Annotated[str | None, typer.Option("--secret", help="default: a random one")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Register a webhook; prints its secret this once."""
+    with api_errors():
+        result = make_client(url, token).create_webhook(project, provider, secret)
+    if as_json:
+        print_json(result)
+        return
+    error(f"webhook {result['id']}: point {provider} at <legato URL>{result['url']} "
+          "(content type application/json) with this secret:")
+    typer.echo(result["secret"])
+
+
+@webhooks_app.command("rm")
+def webhooks_rm(webhook_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = None,
+                token: TokenOpt = None) -> None:
+    """Remove a webhook."""
+    with api_errors():
+        make_client(url, token).delete_webhook(webhook_id)
+    typer.echo(f"deleted webhook {webhook_id}")
 
 
 if __name__ == "__main__":
