@@ -221,3 +221,20 @@ def test_projects_with_services_are_deleted_only_with_force(legato: Legato, name
     assert removed.status_code == 200 and removed.json()["services_removed"] == [name]
     wait_for(lambda: not legato.containers(name), timeout=30, what="containers to go")
     assert legato.api.get(f"/projects/{project}").status_code == 404
+
+
+def test_analyze_clones_the_repository_and_says_how_it_builds(
+    legato: Legato, repo: GitRepo
+) -> None:
+    sha = repo.commit({"requirements.txt": "flask==3.0\n", "app.py": "from flask import Flask\n"
+                       "app = Flask(__name__)\n"})
+    project = make_project(legato, repo)
+    found = legato.api.post(f"/projects/{project}/analyze").json()
+    assert found["commit"] == sha and found["kind"] == "python"
+    assert found["framework"] == "flask" and "requirements.txt" in found["found"]
+    assert "FROM python" in found["dockerfile"] and found["reason"]
+    repo.app("v1")
+    assert legato.api.post(f"/projects/{project}/analyze").json()["kind"] == "dockerfile"
+    refused = legato.api.post(f"/projects/{project}/analyze", json={"git": "--upload-pack=x"})
+    assert refused.status_code == 422
+    legato.api.delete(f"/projects/{project}")
