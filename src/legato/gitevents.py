@@ -187,7 +187,7 @@ def valid_branch(name: str) -> bool:
     return not any(part.startswith(".") or part.endswith(".lock") for part in name.split("/"))
 
 
-def _valid_clone_url(url: str) -> bool:
+def valid_clone_url(url: str) -> bool:
     """Whether `url` is an http(s), ssh, git or scp-like clone URL that no git or ssh reads as an option."""
     if len(url) > _MAX_URL or url.startswith("-") or any(ch.isspace() for ch in url) or not url.isprintable():
         return False
@@ -277,7 +277,7 @@ class _Payload:
             url = self.get(field)
             if url is None:
                 continue
-            if not isinstance(url, str) or not _valid_clone_url(url):
+            if not isinstance(url, str) or not valid_clone_url(url):
                 raise self.fail(field, "must be an http(s), ssh or git clone URL", url)
             return url
         raise self.fail(" or ".join(fields), "is missing")

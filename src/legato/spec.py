@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from legato.gitevents import valid_branch
+from legato.gitevents import valid_branch, valid_clone_url
 
 SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: 1 to 63 characters
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
@@ -152,9 +152,10 @@ class Sleep(_Strict):
 
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}$")
-_REMOTE_URL = re.compile(r"^(https?|git|ssh)://[A-Za-z0-9._~:@%+/-]+$")
-_SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$")
 _LOCAL_URL = re.compile(r"^(file://)?/[A-Za-z0-9._~/-]+$")
+
+
+_SHELL_CHARACTERS = frozenset("$`;|&<>(){}'\"!\\")
 
 
 def valid_repository(url: str) -> bool:
@@ -162,16 +163,18 @@ def valid_repository(url: str) -> bool:
     git, ssh and scp-like forms, and local paths (which a setting must allow separately)."""
     if url.startswith("-") or "::" in url or ".." in url.split("/"):
         return False
-    return bool(_REMOTE_URL.match(url) or _SCP_URL.match(url) or _LOCAL_URL.match(url))
+    if any(c in _SHELL_CHARACTERS for c in url):  # inert to git, but no real URL needs them
+        return False
+    return bool(_LOCAL_URL.fullmatch(url)) or valid_clone_url(url)
 
 
 def is_local_repository(url: str) -> bool:
-    return bool(_LOCAL_URL.match(url))
+    return bool(_LOCAL_URL.fullmatch(url))
 
 
 def _relative_path(value: str, what: str) -> str:
     parts = value.split("/")
-    if not _SAFE_PATH.match(value) or ".." in parts or value.startswith("-"):
+    if not _SAFE_PATH.fullmatch(value) or ".." in parts or value.startswith("-"):
         raise ValueError(f"{what} must be a relative path inside the repository "
                          "(letters, digits, . _ - /; no .. and no leading - or /)")
     return value
@@ -215,7 +218,7 @@ class Build(_Strict):
     @classmethod
     def _args(cls, value: dict[str, str]) -> dict[str, str]:
         for key, arg in value.items():
-            if not ENV_KEY.match(key):
+            if not ENV_KEY.fullmatch(key):
                 raise ValueError(f"invalid build argument name {key!r}")
             if "\x00" in arg:
                 raise ValueError(f"build argument {key} contains a NUL byte")
@@ -305,7 +308,7 @@ class ServiceSpec(_Strict):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not ENV_KEY.match(key):
+            if not ENV_KEY.fullmatch(key):
                 raise ValueError(f"invalid environment variable name {key!r}")
         return value
 

@@ -473,7 +473,7 @@ class EnvironmentUpdate(_In):
 
 def _env_keys(value: dict[str, Any]) -> dict[str, Any]:
     for key, item in value.items():
-        if not ENV_KEY.match(key):
+        if not ENV_KEY.fullmatch(key):
             raise ValueError(f"invalid environment variable name {key!r}")
         if item is not None and "\x00" in item:
             raise ValueError(f"{key}: values cannot contain NUL bytes")

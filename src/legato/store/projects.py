@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from legato.crypto import Keyring
+from legato.crypto import DecryptionFailed, Keyring
 from legato.errors import Conflict, NotFound
 from legato.store.models import ConfigKind, ConfigVar, Environment, Group, Project, Webhook
 
@@ -243,10 +243,23 @@ class ProjectRecords:
             "SELECT * FROM config_vars WHERE project = ? AND environment = ? AND kind = ?"
             " ORDER BY key", (project, environment, kind)).fetchall())
         return [ConfigVar(project=r["project"], environment=r["environment"], kind=r["kind"],
-                          key=r["key"], updated_at=_dt(r["updated_at"]),
-                          value=self.keyring.decrypt(r["value"], config_aad(
-                              r["project"], r["environment"], r["kind"], r["key"])))
+                          key=r["key"], updated_at=_dt(r["updated_at"]), value=self._open(r))
                 for r in rows]
+
+    def _open(self, row: sqlite3.Row) -> str:
+        """A stored value, decrypted; the error names which one did not decrypt."""
+        try:
+            return self.keyring.decrypt(row["value"], config_aad(
+                row["project"], row["environment"], row["kind"], row["key"]))
+        except DecryptionFailed as exc:
+            scope = (f"environment {row['project']}/{row['environment']}" if row["environment"]
+                     else f"project {row['project']}")
+            kind = "secret" if row["kind"] == "secret" else "variable"
+            raise DecryptionFailed(
+                f"{kind} {row['key']} of {scope} cannot be decrypted ({exc.message}); set it "
+                "again", details={"key": row["key"], "kind": row["kind"],
+                                   "project": row["project"],
+                                   "environment": row["environment"] or None}) from exc
 
     async def config_keys(self, project: str, environment: str,
                           kind: ConfigKind) -> list[tuple[str, datetime]]:

@@ -260,7 +260,7 @@ async def patch_environment_vars(project: str, environment: str, body: EnvVarsPa
 
 
 def _secret_key(key: str) -> str:
-    if not ENV_KEY.match(key) or len(key) > 256:
+    if not ENV_KEY.fullmatch(key) or len(key) > 256:
         raise ValidationFailed(f"invalid secret name {key!r}: use letters, digits and _",
                                code="INVALID_SECRET_NAME")
     return key
