@@ -22,7 +22,6 @@ integration: setup
 
 lint:
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
 
 typecheck:
 	$(VENV)/bin/mypy
