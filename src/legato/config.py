@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # Repositories given as local paths or file:// URLs are refused unless this is set: they
     # would let an API caller read any repository on the host.
     git_allow_local: bool = False
+    # Monitoring and autoscaling (SPEC §6).
+    access_log: bool = True  # HAProxy logs every request for request metrics (and idle sleep)
+    stats_interval_s: float = Field(5.0, gt=0)  # container stats and metric snapshots
+    autoscale_interval_s: float = Field(10.0, gt=0)  # how often policies are evaluated
+    wake_timeout_s: float = Field(30.0, gt=0)  # a request to a sleeping service waits this long
 
     @property
     def database_path(self) -> Path:
@@ -56,6 +61,14 @@ class Settings(BaseSettings):
     @property
     def edge_dir(self) -> Path:
         return self.data_dir / "edge"
+
+    @property
+    def access_log_socket(self) -> Path:
+        return self.edge_dir / "access.sock"
+
+    @property
+    def wake_socket(self) -> Path:
+        return self.edge_dir / "wake.sock"
 
     @property
     def master_key_file(self) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,14 +18,17 @@ from legato.build.builder import Builder, DockerBuilder
 from legato.build.log import BuildLogs
 from legato.config import Settings
 from legato.edge.base import Edge
-from legato.errors import BadRequest, Conflict, LegatoError, ValidationFailed
+from legato.edge.waker import Waker
+from legato.errors import BadRequest, Conflict, DeploymentInProgress, LegatoError, ValidationFailed
 from legato.gitops import GitOps
 from legato.health import ProbeResult
+from legato.monitor.monitor import Monitor
 from legato.reconcile.loop import Reconciler
 from legato.registry import Registry
 from legato.release import Releases
 from legato.runtime.base import LogLine, Replica, Runtime
-from legato.spec import ServiceSpec
+from legato.scaling.autoscaler import Autoscaler
+from legato.spec import Scaling, ServiceSpec
 from legato.store import Deployment, Service, Store
 
 log = logging.getLogger(__name__)
@@ -100,12 +104,31 @@ class Platform:
         )
         self.registry = Registry(settings.registry)
         self.gitops = GitOps(self)
+        self.monitor = Monitor(
+            store=store, runtime=runtime, edge=edge, replicas=self.reconciler.all_replicas,
+            counts=self.counts, data_dir=settings.data_dir,
+            access_log=settings.access_log_socket if settings.access_log else None,
+            interval_s=settings.stats_interval_s,
+        )
+        self.waker = Waker(settings.wake_socket, self, timeout_s=settings.wake_timeout_s)
+        self.autoscaler = Autoscaler(self, settings.autoscale_interval_s)
+        self._waking: dict[str, float] = {}  # service -> when a request woke it (monotonic)
+        self.started_at = time.time()
 
     async def start(self) -> None:
+        self.started_at = time.time()
+        self._apply_settings(await self.store.settings_overrides())
+        self.monitor.open_log()
+        await self.waker.start()
         await self.edge.start()
         await self.reconciler.start(self.edge.routes())
+        self.monitor.start()
+        self.autoscaler.start()
 
     async def close(self) -> None:
+        await self.autoscaler.close()
+        await self.monitor.close()
+        await self.waker.close()
         await self.gitops.close()
         await self.reconciler.close()
         await self.builder.close()
@@ -145,6 +168,16 @@ class Platform:
             self.reconciler.trigger(service.name)
         return DeployResult(deployed, errors)
 
+    def view_now(self, service: Service) -> ServiceView:
+        """The service's view from memory alone (no thread, no database read)."""
+        return self._view(service, self.store.deployment_now(service))
+
+    def counts(self, name: str) -> tuple[int, int]:
+        """(healthy, running) replicas of a service now."""
+        running = [r for r in self.reconciler.replicas_of(name) if r.running]
+        healthy = sum(1 for r in running if self.reconciler.health.status(r.id) == "healthy")
+        return healthy, len(running)
+
     async def view(self, service: Service) -> ServiceView:
         deployment = (await self.store.get_deployment(service.deployment_id)
                       if service.deployment_id else None)
@@ -173,16 +206,115 @@ class Platform:
         )
         return [self._view(service, deployment) for service, deployment in found]
 
-    async def scale(self, name: str, replicas: int, *, actor: str) -> tuple[Service, int]:
+    async def scale(
+        self,
+        name: str,
+        replicas: int,
+        *,
+        actor: str,
+        trigger: str = "manual",
+        reason: str | None = None,
+        figures: dict[str, Any] | None = None,
+        expect: int | None = None,
+    ) -> tuple[Service, int]:
+        """Set the replica count (and record why). While autoscaling is on, a count outside
+        the policy's bounds is refused; `expect`: only if the count is still that."""
         if not 0 <= replicas <= 100:
             raise ValidationFailed("replicas must be between 0 and 100",
                                    details={"replicas": replicas})
-        service, previous = await self.store.set_replicas(name, replicas)
-        await self.store.add_event(name, "scaling", f"scaled from {previous} to {replicas} replicas",
-                                   {"previous_replicas": previous, "new_replicas": replicas,
-                                    "trigger": "manual", "actor": actor})
+        current = await self.store.get_service(name)
+        policy = current.scaling
+        if current.autoscaled and not policy.min_replicas <= replicas <= policy.max_replicas:
+            raise ValidationFailed(
+                f"{name} is autoscaled between {policy.min_replicas} and {policy.max_replicas} "
+                "replicas; change the scaling policy to go beyond",
+                code="OUTSIDE_SCALING_BOUNDS",
+                details={"replicas": replicas, "min_replicas": policy.min_replicas,
+                         "max_replicas": policy.max_replicas})
+        service, previous = await self.store.set_replicas(name, replicas, expect=expect)
+        if service.replicas != replicas:
+            return service, previous  # changed meanwhile: this decision is stale
+        verb = ("scaled out" if replicas > previous else "scaled in" if replicas < previous
+                else "kept")
+        message = f"{verb} from {previous} to {replicas} replicas" + (f": {reason}" if reason else "")
+        details: dict[str, Any] = {"action": verb.replace(" ", "_"), "previous_replicas": previous,
+                                   "new_replicas": replicas, "trigger": trigger, "actor": actor}
+        if reason:
+            details["reason"] = reason
+        if figures is not None:
+            details["figures"] = figures
+        await self.store.add_event(name, "scaling", message, details)
         self.reconciler.trigger(name)
         return service, previous
+
+    async def set_scaling(self, name: str, policy: Scaling, *, actor: str) -> tuple[Service, Scaling]:
+        """Replace the service's scaling policy (no deployment: no container changes)."""
+        service, previous = await self.store.set_scaling(name, policy)
+        await self.store.add_event(name, "config", f"scaling policy set to {policy.mode}",
+                                   {"actor": actor, "previous": previous.model_dump(),
+                                    "policy": policy.model_dump(),
+                                    "replicas": service.replicas})
+        self.reconciler.trigger(name)
+        return service, previous
+
+    # sleep and wake -------------------------------------------------------------------------
+
+    async def sleep(self, name: str, *, actor: str, reason: str) -> tuple[Service, bool]:
+        """Scale to zero: the replicas drain and stop (kept), the route falls back to the
+        waker, and the next request starts them again. Whether it was awake."""
+        service = await self.store.get_service(name)
+        if service.stopped:
+            raise Conflict(f"service {name} is stopped; start it before it can sleep",
+                           code="SERVICE_STOPPED")
+        deployment = self.store.deployment_now(service)
+        if deployment is not None and deployment.active:
+            raise DeploymentInProgress(deployment.id, deployment.number, deployment.status)
+        service, changed = await self.store.set_sleeping(name, True)
+        if changed:
+            self._waking.pop(name, None)
+            await self.store.add_event(name, "scaling", f"asleep: {reason}",
+                                       {"action": "sleep", "actor": actor, "reason": reason,
+                                        "replicas": service.replicas})
+            self.reconciler.trigger(name)
+        return service, changed
+
+    async def wake(self, name: str, *, actor: str, reason: str) -> tuple[Service, bool]:
+        """Start a sleeping service's replicas again; whether it was asleep."""
+        self._waking[name] = time.monotonic()
+        service, changed = await self.store.set_sleeping(name, False)
+        if changed:
+            await self.store.add_event(name, "scaling", f"woken: {reason}",
+                                       {"action": "wake", "actor": actor, "reason": reason,
+                                        "replicas": service.replicas})
+            self.reconciler.trigger(name)
+        else:
+            self._waking.pop(name, None)
+        return service, changed
+
+    async def hold_for_wake(self, name: str) -> bool:
+        """A request found no replica of `name`: wake it if it sleeps. Whether to wait."""
+        started = self._waking.get(name)
+        if started is not None and time.monotonic() - started < self.waker.timeout_s:
+            return True  # another request woke it a moment ago
+        service = await self.store.get_service(name)
+        if not service.sleeping:
+            return False
+        await self.wake(name, actor="edge", reason="a request arrived")
+        return True
+
+    def healthy_replica(self, name: str) -> Replica | None:
+        replica = self.reconciler.healthy_replica(name)
+        if replica is not None:
+            self._waking.pop(name, None)
+        return replica
+
+    async def wait_healthy(self, name: str, timeout_s: float) -> Replica | None:
+        replica = await self.reconciler.wait_healthy(name, timeout_s)
+        self._waking.pop(name, None)
+        return replica
+
+    def service_of_host(self, host: str) -> str | None:
+        return self.reconciler.service_of_host(host)
 
     async def set_running(self, name: str, running: bool, *, actor: str) -> Service:
         service = await self.store.set_stopped(name, not running)
@@ -384,15 +516,38 @@ class Platform:
 
     async def checks(self) -> dict[str, str]:
         """database, runtime and edge: "ok" or what went wrong."""
+        return {name: "ok" if error is None else f"error: {error}"
+                for name, (error, _) in (await self.timed_checks()).items()}
 
-        async def run(probe: Any) -> str:
+    async def timed_checks(self) -> dict[str, tuple[str | None, float]]:
+        """database, runtime and edge: (what went wrong or None, response time in ms)."""
+
+        async def run(probe: Any) -> tuple[str | None, float]:
+            started = time.perf_counter()
             try:
                 await asyncio.wait_for(probe(), timeout=3)
             except Exception as exc:
-                return f"error: {exc}"[:200]
-            return "ok"
+                return (f"{exc}"[:200] or type(exc).__name__,
+                        (time.perf_counter() - started) * 1000)
+            return None, (time.perf_counter() - started) * 1000
 
         database, runtime, edge = await asyncio.gather(
             run(self.store.ping), run(self.runtime.ping), run(self.edge.ping)
         )
         return {"database": database, "runtime": runtime, "edge": edge}
+
+    async def configure(self, changes: dict[str, Any], *, actor: str) -> None:
+        """Apply settings that take effect at once, and keep them for the next start."""
+        await self.store.set_settings_overrides(changes)
+        self._apply_settings(changes)
+        log.info("configuration changed by %s: %s", actor, changes)
+
+    def _apply_settings(self, values: dict[str, Any]) -> None:
+        if "stats_interval_s" in values:
+            self.monitor.interval_s = float(values["stats_interval_s"])
+        if "autoscale_interval_s" in values:
+            self.autoscaler.interval_s = float(values["autoscale_interval_s"])
+        if "wake_timeout_s" in values:
+            self.waker.timeout_s = float(values["wake_timeout_s"])
+        if "log_level" in values:
+            logging.getLogger().setLevel(str(values["log_level"]).upper())

@@ -33,8 +33,11 @@ def build_platform(settings: Settings) -> Platform:
     keyring = Keyring(load_master_key(settings.master_key, settings.master_key_file))
     store = Store(settings.database_path, keyring)
     runtime = DockerRuntime(settings.instance, settings.docker_host)
-    edge = HAProxyEdge(settings.edge_dir, host=settings.edge_host,
-                       http_port=settings.edge_http_port, binary=settings.haproxy_bin)
+    edge = HAProxyEdge(
+        settings.edge_dir, host=settings.edge_host, http_port=settings.edge_http_port,
+        binary=settings.haproxy_bin, waker=settings.wake_socket,
+        access_log=settings.access_log_socket if settings.access_log else None,
+    )
     return Platform(settings, store, runtime, edge)
 
 

@@ -82,6 +82,8 @@ class Legato:
             "LEGATO_EDGE_HOST": "127.0.0.1",
             "LEGATO_BOOTSTRAP_TOKEN": self.token,
             "LEGATO_RESYNC_INTERVAL_S": "2",
+            "LEGATO_STATS_INTERVAL_S": "1",
+            "LEGATO_AUTOSCALE_INTERVAL_S": "1",
             "LEGATO_GIT_ALLOW_LOCAL": "true",  # tests build from bare repositories on disk
         }
 

@@ -38,7 +38,7 @@ DEPLOYER_READS = {
     "/api/v1/projects/{project}/environments/{environment}/env-vars",
     "/api/v1/webhooks",
 }
-ADMIN_ONLY = ("/api/v1/tokens", "/api/v1/keys")
+ADMIN_ONLY = ("/api/v1/tokens", "/api/v1/keys", "/api/v1/config")
 # Deliveries from git hosts carry a signature instead of a token (SPEC §3).
 SIGNED = ("POST", "/api/v1/webhooks/{provider}")
 MIN_PROTECTED = 15
@@ -85,7 +85,11 @@ async def call(
     # A JSON body that parses (even if the route would reject its fields), so that only
     # authentication and roles decide the answer.
     body: dict[str, Any] | None = {} if op.has_body else None
-    return await client.request(op.method, op.path, json=body, headers=headers or {})
+    async with client.stream(op.method, op.path, json=body, headers=headers or {}) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response  # a stream that began: the answer is its status and headers
+        await response.aread()
+        return response
 
 
 def assert_error(response: httpx.Response, status: int, code: str, op: Operation) -> None:
@@ -230,7 +234,7 @@ async def test_deployer_is_forbidden_every_token_route(
     client: httpx.AsyncClient, tokens: Tokens
 ) -> None:
     token_ops = [op for op in await protected(client) if op.template.startswith(ADMIN_ONLY)]
-    assert {op.method for op in token_ops} == {"GET", "POST", "DELETE"}
+    assert {op.method for op in token_ops} == {"GET", "POST", "DELETE", "PATCH"}
     for op in token_ops:
         response = await call(client, op, bearer(tokens.deployer))
         assert_error(response, 403, "INSUFFICIENT_ROLE", op)

@@ -5,54 +5,14 @@ time, in-place changes. Health probes are answered by a table the test controls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from legato.health import HealthMonitor, ProbeResult
 from legato.platform import Platform
-from legato.runtime.base import Replica
 from legato.runtime.fake import FakeRuntime
-from legato.spec import HealthCheck
-from tests.unit.conftest import Tokens, bearer
-
-IMAGE = "legato-test/busybox:latest"
-IMAGE_2 = "legato-test/busybox:2"
-FAST = {"path": "/healthz", "interval_s": 0.05, "timeout_s": 1, "failure_threshold": 2}
-
-
-class Probes:
-    """Health answers by host port: healthy unless the port (or every new one) is failing."""
-
-    def __init__(self) -> None:
-        self.failing_ports: set[int] = set()
-        self.fail_new = False
-        self.known: set[int] = set()
-
-    async def probe(self, replica: Replica, check: HealthCheck, *, strict: bool) -> ProbeResult:
-        port = replica.host_port or 0
-        if port not in self.known:
-            self.known.add(port)
-            if self.fail_new:
-                self.failing_ports.add(port)
-        ok = port not in self.failing_ports
-        return ProbeResult(ok, 200 if ok else 500, 0.1, "" if ok else "HTTP 500",
-                           datetime.now(UTC))
-
-
-@pytest.fixture
-def probes(monkeypatch: pytest.MonkeyPatch) -> Probes:
-    table = Probes()
-
-    async def probe(self: HealthMonitor, replica: Replica, check: HealthCheck, *,
-                    strict: bool) -> ProbeResult:
-        return await table.probe(replica, check, strict=strict)
-
-    monkeypatch.setattr(HealthMonitor, "probe", probe)
-    return table
+from tests.unit.conftest import FAST, IMAGE, IMAGE_2, Api, Probes, Tokens, bearer, eventually
 
 
 @pytest.fixture
@@ -60,47 +20,6 @@ async def api(client: httpx.AsyncClient, tokens: Tokens,
               runtime: FakeRuntime) -> AsyncIterator[Api]:
     runtime.images.add(IMAGE_2)
     yield Api(client, bearer(tokens.deployer))
-
-
-class Api:
-    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
-        self.http = http
-        self.headers = headers
-
-    async def call(self, method: str, path: str, status: int | None = None,
-                   **kw: Any) -> Any:
-        response = await self.http.request(method, f"/api/v1{path}", headers=self.headers, **kw)
-        if status is not None:
-            assert response.status_code == status, response.text
-        return response.json()
-
-    async def deploy(self, **fields: Any) -> Any:
-        spec = {"name": "web", "image": IMAGE, "replicas": 2, "health_check": FAST, **fields}
-        body = await self.call("POST", "/deploy", 202, json={"services": [spec]})
-        return body["deployments"][0]["deployment_id"]
-
-    async def deployment(self, deployment_id: str) -> Any:
-        return await self.call("GET", f"/deployments/{deployment_id}", 200)
-
-    async def until(self, deployment_id: str, *statuses: str, timeout: float = 10) -> Any:
-        async def reached() -> Any:
-            found = await self.deployment(deployment_id)
-            return found if found["status"] in statuses else None
-        return await eventually(reached, timeout, f"deployment to be {statuses}")
-
-    async def current(self) -> Any:
-        return (await self.call("GET", "/services/web", 200))["deployment"]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def replica_ids(runtime: FakeRuntime) -> set[str]:

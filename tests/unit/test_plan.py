@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from legato.reconcile.plan import Clear, Desired, Health, Observed, Plan, Retire, Start, plan
+from legato.reconcile.plan import Clear, Desired, Health, Observed, Plan, Resume, Retire, Start, plan
 from legato.runtime.base import Replica, ReplicaState
 
 OLD, NEW = "d1", "d2"
@@ -374,3 +374,79 @@ def test_rolling_update_converges_step_by_step() -> None:
     else:
         pytest.fail("the rollout never finished")
     assert sorted(running) == ["d2-0", "d2-1", "d2-2"]
+
+
+# sleep and wake -----------------------------------------------------------------------------
+
+
+def sleep_plan(desired: Desired, replicas: tuple[Replica, ...], sleepers: set[str],
+               health: dict[str, Health] | None = None,
+               retiring: frozenset[str] = frozenset()) -> Plan:
+    return plan(desired, Observed(replicas, health or {}, retiring=retiring,
+                                  sleepers=frozenset(sleepers)))
+
+
+def resumes(result: Plan) -> list[str]:
+    return [a.replica.id for a in result.actions if isinstance(a, Resume)]
+
+
+def test_asleep_every_running_replica_retires_for_sleep_and_nothing_starts() -> None:
+    a, b = rep(NEW, 0), rep(NEW, 1)
+    result = sleep_plan(replace(rolling(2), asleep=True), (a, b), set(), healthy(a, b))
+    assert retires(result) == [(a.id, "sleep"), (b.id, "sleep")]
+    assert starts(result) == [] and resumes(result) == [] and not result.rollout_done
+
+
+def test_asleep_the_stopped_sleepers_are_kept_and_other_exited_replicas_cleared() -> None:
+    slept, crashed = rep(NEW, 0, "exited"), rep(OLD, 1, "exited")
+    result = sleep_plan(replace(rolling(2), asleep=True), (slept, crashed), {slept.id})
+    assert clears(result) == [crashed.id]
+    assert retires(result) == [] and starts(result) == []
+
+
+def test_awake_the_sleepers_resume_in_their_slots_instead_of_new_replicas() -> None:
+    a, b = rep(NEW, 0, "exited"), rep(NEW, 1, "exited")
+    result = sleep_plan(rolling(2), (a, b), {a.id, b.id})
+    assert sorted(resumes(result)) == [a.id, b.id]
+    assert starts(result) == [] and clears(result) == []
+    assert not result.rollout_done  # resumed replicas still have to pass their checks
+
+
+def test_awake_with_more_replicas_wanted_than_slept_the_rest_start() -> None:
+    a = rep(NEW, 0, "exited")
+    result = sleep_plan(rolling(3, surge=3), (a,), {a.id})
+    assert resumes(result) == [a.id]
+    assert starts(result) == [1, 2]
+
+
+def test_awake_sleepers_beyond_the_count_wanted_are_cleared_without_a_crash() -> None:
+    a, b = rep(NEW, 0, "exited"), rep(NEW, 1, "exited")
+    result = sleep_plan(rolling(1), (a, b), {a.id, b.id})
+    assert resumes(result) == [a.id]
+    [cleared] = [x for x in result.actions if isinstance(x, Clear)]
+    assert (cleared.replica.id, cleared.crashed) == (b.id, False)
+
+
+def test_a_sleeper_whose_slot_runs_again_is_cleared_and_a_crashed_one_counts_as_a_crash() -> None:
+    running, slept, crashed = rep(NEW, 0), rep(NEW, 0, "exited"), rep(NEW, 1, "exited")
+    slept = replace(slept, id="d2-0-slept")
+    result = sleep_plan(rolling(2), (running, slept, crashed), {slept.id}, healthy(running))
+    assert resumes(result) == []
+    assert {(x.replica.id, x.crashed) for x in result.actions if isinstance(x, Clear)} == {
+        (slept.id, False), (crashed.id, True)}
+    assert starts(result) == [1]
+
+
+def test_sleepers_of_an_older_version_are_not_resumed() -> None:
+    slept = rep(OLD, 0, "exited")
+    result = sleep_plan(rolling(1), (slept,), {slept.id})
+    assert resumes(result) == [] and starts(result) == [0]
+    assert [(x.replica.id, x.crashed) for x in result.actions if isinstance(x, Clear)] == [
+        (slept.id, False)]
+
+
+def test_a_replica_still_stopping_for_sleep_is_left_to_its_retirement() -> None:
+    a = rep(NEW, 0)
+    result = sleep_plan(replace(rolling(1), asleep=True), (a,), set(), healthy(a),
+                        retiring=frozenset({a.id}))
+    assert result.actions == ()

@@ -11,7 +11,17 @@ from swagger_ui_bundle import swagger_ui_path
 from legato import __version__
 from legato.api import errors
 from legato.api.middleware import Authenticate, RequestID
-from legato.api.routes import deployments, groups, projects, services, system, tokens, webhooks
+from legato.api.routes import (
+    deployments,
+    groups,
+    monitoring,
+    projects,
+    services,
+    streams,
+    system,
+    tokens,
+    webhooks,
+)
 from legato.platform import Platform
 
 
@@ -26,7 +36,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (services, deployments, projects, groups, webhooks, tokens):
+    for module in (services, deployments, projects, groups, webhooks, tokens, monitoring, streams):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(system.router)
     _install_docs(app)

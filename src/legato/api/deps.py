@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from legato.errors import Forbidden, Unauthorized
 from legato.platform import Platform
@@ -13,7 +14,7 @@ from legato.store import Token
 from legato.store.models import Role
 
 
-def get_platform(request: Request) -> Platform:
+def get_platform(request: HTTPConnection) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -21,7 +22,7 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def current_token(request: Request) -> Token:
+def current_token(request: HTTPConnection) -> Token:
     """The caller's token, authenticated by the Authenticate middleware."""
     token: Token | None = getattr(request.state, "token", None)
     if token is None:

@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
 from legato.errors import LegatoError
 
@@ -21,7 +23,8 @@ _HTTP_CODES = {
 }
 
 
-def error_body(request: Request, message: str, code: str, details: Any = None) -> dict[str, Any]:
+def error_body(request: HTTPConnection, message: str, code: str,
+               details: Any = None) -> dict[str, Any]:
     return {
         "error": message,
         "code": code,
@@ -30,10 +33,19 @@ def error_body(request: Request, message: str, code: str, details: Any = None) -
     }
 
 
-def error_response(request: Request, exc: LegatoError) -> JSONResponse:
+def error_response(request: HTTPConnection, exc: LegatoError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(error_body(request, exc.message, exc.code, exc.details),
                         status_code=exc.status, headers=headers)
+
+
+async def deny_websocket(websocket: WebSocket, exc: LegatoError) -> None:
+    """Refuse a WebSocket before accepting it: with the error as an HTTP answer where the
+    server can send one, else by closing (policy violation; the reason names the error)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(websocket, exc))
+    else:
+        await websocket.close(code=1008, reason=f"{exc.code}: {exc.message}"[:120])
 
 
 def install(app: FastAPI) -> None:

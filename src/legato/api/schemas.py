@@ -622,3 +622,217 @@ class KeyRotation(BaseModel):
     key_id: str
     retired: list[str]
     reencrypted: dict[str, int]
+
+
+# monitoring -------------------------------------------------------------------------------
+
+
+class EventPage(Page[EventPublic]):
+    name: str
+    total: int = Field(description="Events matching the filters, over every page")
+    has_more: bool
+
+
+class ReplicaStatsPublic(BaseModel):
+    id: str
+    name: str
+    cpu_percent: float | None = Field(description="100 = one core; null until a 2nd sample")
+    memory_used_bytes: int
+    memory_limit_bytes: int
+    memory_percent: float
+    network_rx_bytes: int
+    network_tx_bytes: int
+    sampled_at: datetime
+
+
+class StatsTotals(BaseModel):
+    cpu_percent: float
+    memory_used_bytes: int
+    memory_limit_bytes: int
+    network_rx_bytes: int
+    network_tx_bytes: int
+
+
+class ServiceStats(BaseModel):
+    name: str
+    interval_s: float = Field(description="How often the replicas are sampled")
+    sampled_at: datetime | None
+    replicas: list[ReplicaStatsPublic]
+    total: StatsTotals
+
+
+class RequestWindowPublic(BaseModel):
+    seconds: float
+    requests: int
+    errors_5xx: int
+    rps: float
+    error_rate: float = Field(description="The 5xx share of the answers, 0 to 1")
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    latency_mean_ms: float | None
+
+
+class RequestMetricsPublic(BaseModel):
+    name: str
+    collecting: bool = Field(description="The edge's request log is being read")
+    last_request_at: datetime | None
+    windows: dict[str, RequestWindowPublic] = Field(description='"1m" and "5m"')
+
+
+class MetricsCurrent(BaseModel):
+    cpu_percent: float | None
+    memory_percent: float | None
+    memory_used_bytes: int
+    rps: float
+    error_rate: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    active_connections: int
+    healthy_replicas: int
+    total_replicas: int
+
+
+class MetricsPointPublic(BaseModel):
+    timestamp: datetime
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    memory_used_bytes: int = 0
+    rps: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    error_rate: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    healthy_replicas: int = 0
+    total_replicas: int = 0
+
+
+class MetricsPublic(BaseModel):
+    name: str
+    app_name: str
+    timestamp: datetime
+    interval: str
+    current: MetricsCurrent
+    history: list[MetricsPointPublic]
+
+
+class ScalingUpdate(_In):
+    """Fields to change; the rest of the policy stays."""
+
+    mode: Literal["manual", "auto"] | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_rps_per_replica: float | None = None
+    max_p95_latency_ms: float | None = None
+    max_cpu_percent: float | None = None
+    max_memory_percent: float | None = None
+    scale_out_threshold_pct: float | None = None
+    scale_in_threshold_pct: float | None = None
+    window_seconds: int | None = None
+    cooldown_seconds: int | None = None
+
+
+class LastScaling(BaseModel):
+    timestamp: datetime
+    action: str
+    from_replicas: int | None
+    to_replicas: int | None
+    reason: str
+
+
+class ScalingPublic(BaseModel):
+    name: str
+    app_name: str
+    mode: str
+    replicas: int
+    policy: dict[str, Any]
+    sleep: dict[str, Any]
+    sleeping: bool
+    last_scaled_at: datetime | None
+    last_scaling_event: LastScaling | None
+
+
+class ScalingUpdated(BaseModel):
+    message: str
+    name: str
+    app_name: str
+    replicas: int
+    previous_policy: dict[str, Any]
+    new_policy: dict[str, Any]
+
+
+class SleepState(BaseModel):
+    message: str
+    name: str
+    status: str
+    sleeping: bool
+    changed: bool
+    status_url: str
+
+
+class ComponentHealth(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    response_time_ms: float
+    error: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class SystemHealth(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    timestamp: datetime
+    version: str
+    uptime_seconds: float
+    components: dict[str, ComponentHealth]
+    applications: dict[str, int]
+
+
+class SystemMetrics(BaseModel):
+    timestamp: datetime
+    system: dict[str, Any]
+    applications: list[dict[str, Any]]
+    network: dict[str, Any]
+    control_plane: dict[str, Any]
+
+
+class DashboardSummary(BaseModel):
+    projects: int
+    services: int
+    services_by_status: dict[str, int]
+    replicas: ReplicaCounts
+    deployments_today: int
+    failed_deployments_today: int
+    deployments_by_status: dict[str, int]
+    failing_services: list[str]
+    recent_deployments: list[DeploymentSummary]
+
+
+class ConfigUpdate(_In):
+    """Settings that apply at once (and are kept across restarts)."""
+
+    stats_interval_s: float | None = Field(None, gt=0, le=3600)
+    autoscale_interval_s: float | None = Field(None, gt=0, le=3600)
+    wake_timeout_s: float | None = Field(None, gt=0, le=55)
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+
+
+class ConfigPublic(BaseModel):
+    version: str
+    api: dict[str, Any]
+    edge: dict[str, Any]
+    database: dict[str, Any]
+    runtime: dict[str, Any]
+    registry: str
+    monitoring: dict[str, Any]
+    scaling: dict[str, Any]
+    health: dict[str, Any]
+    log_level: str
+    overrides: dict[str, Any] = Field(description="Values set through PATCH /config")
+
+
+class ConfigUpdated(BaseModel):
+    message: str
+    changed: dict[str, Any]
+    config: ConfigPublic

@@ -44,6 +44,9 @@ class Edge(Protocol):
     async def sessions(self, service: str, upstream: str) -> int:
         """Requests in flight on one upstream (to know when a draining one is idle)."""
 
+    async def backend_sessions(self) -> dict[str, int]:
+        """Connections open now on each service's route."""
+
     async def ping(self) -> None:
         """Raise if the router does not answer."""
 

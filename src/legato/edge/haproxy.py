@@ -17,27 +17,40 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from legato.edge.accesslog import BACKEND_PREFIX, LOG_FORMAT
 from legato.edge.base import Route, Upstream
 from legato.errors import EdgeFailure
 
 log = logging.getLogger(__name__)
 
 _FALLBACK = "b_default"
+WAKER_SERVER = "legato-wake"
 _MASTER_CONNECT_S = 3.0
 _RELOAD_S = 10.0
 
 
 def backend_name(service: str) -> str:
-    return f"svc_{service}"
+    return f"{BACKEND_PREFIX}{service}"
 
 
 class HAProxyEdge:
     """Drives one HAProxy daemon whose files live in `directory`."""
 
     def __init__(
-        self, directory: Path, *, host: str, http_port: int, binary: str = "haproxy"
+        self,
+        directory: Path,
+        *,
+        host: str,
+        http_port: int,
+        binary: str = "haproxy",
+        access_log: Path | None = None,
+        waker: Path | None = None,
     ) -> None:
+        """`access_log`: the datagram socket HAProxy logs each request to (none: no logging).
+        `waker`: a unix socket each backend falls back to while it has no usable server."""
         self.dir = directory
+        self.access_log = access_log
+        self.waker = waker
         self.host = host
         self.http_port = http_port
         self.binary = binary
@@ -63,6 +76,11 @@ class HAProxyEdge:
             if self._worker:
                 self._applied = self._load_state()
                 log.info("adopted running HAProxy (master pid %s)", self._master_pid())
+                if self._written() != self.render(self._applied):
+                    # Started by another version of Legato, or with other settings.
+                    self._write_files(self._applied)
+                    await self._check_config()
+                    await self._reload()
                 return
             log.warning("HAProxy runs but its master socket does not answer; restarting it")
             await self.shutdown()
@@ -175,6 +193,21 @@ class HAProxyEdge:
                 return int(row.get("scur") or 0) + int(row.get("qcur") or 0)
         return 0
 
+    async def backend_sessions(self) -> dict[str, int]:
+        """Connections open on each service's backend now."""
+        reply = await self._command("show stat -1 2 -1", check=False)
+        lines = reply.strip().splitlines()
+        if not lines or not lines[0].startswith("# "):
+            return {}
+        header = lines[0][2:].split(",")
+        found = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            backend = row.get("pxname", "")
+            if backend.startswith(BACKEND_PREFIX) and row.get("svname") == "BACKEND":
+                found[backend.removeprefix(BACKEND_PREFIX)] = int(row.get("scur") or 0)
+        return found
+
     # files and processes --------------------------------------------------------------------
 
     def _write_files(self, routes: dict[str, Route]) -> None:
@@ -194,6 +227,12 @@ class HAProxyEdge:
             }),
         )
 
+    def _written(self) -> str:
+        try:
+            return self.cfg.read_text()
+        except FileNotFoundError:
+            return ""
+
     def _load_state(self) -> dict[str, Route]:
         try:
             raw = json.loads(self.state_file.read_text())
@@ -211,6 +250,7 @@ class HAProxyEdge:
     def render(self, routes: dict[str, Route]) -> str:
         """The whole configuration for these routes."""
         bind = f"{self.host}:{self.http_port}" if self.host not in ("", "*") else f":{self.http_port}"
+        logged = self.access_log is not None
         out = [
             "global",
             "    master-worker",
@@ -218,9 +258,12 @@ class HAProxyEdge:
             "    stats timeout 30s",
             "    maxconn 4000",
             "    hard-stop-after 5m",
+            *([f"    log {self.access_log} len 2048 format raw local0 info"] if logged else []),
             "",
             "defaults",
             "    mode http",
+            *(["    log global", f'    log-format "{LOG_FORMAT}"', "    option dontlognull"]
+              if logged else []),
             "    option idle-close-on-response",
             "    option http-keep-alive",
             "    timeout connect 5s",
@@ -245,6 +288,9 @@ class HAProxyEdge:
             for upstream in route.upstreams:
                 disabled = " disabled" if upstream.state != "ready" else ""
                 out.append(f"    server {upstream.name} 127.0.0.1:{upstream.port}{disabled}")
+            if self.waker is not None:
+                # Only used while no replica can take a request (a sleeping service, say).
+                out.append(f"    server {WAKER_SERVER} unix@{self.waker} backup")
         return "\n".join(out) + "\n"
 
     async def _check_config(self) -> None:

@@ -30,7 +30,7 @@ from legato.errors import (
     ServiceNotFound,
 )
 from legato.health import HealthMonitor, HealthState
-from legato.reconcile.plan import Clear, Desired, Observed, Plan, Retire, Start, plan
+from legato.reconcile.plan import Clear, Desired, Observed, Plan, Resume, Retire, Start, plan
 from legato.release import Releases
 from legato.runtime.base import Replica, ReplicaRequest, Runtime
 from legato.spec import ServiceSpec
@@ -106,6 +106,12 @@ class Reconciler:
         self._routes: dict[str, Route] = {}
         self._route_lock = asyncio.Lock()
         self._pass_errors: dict[str, tuple[int, str]] = {}  # service -> (failures, last error)
+        self._slept: set[str] = set()  # replicas this process stopped for their service's sleep
+        self._dozing: set[str] = set()  # replicas draining for their service's sleep
+        self._healthy_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.passes = 0
+        self.pass_failures = 0
+        self.restarts: dict[str, int] = {}  # service -> replicas replaced after a crash or failed checks
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -166,10 +172,12 @@ class Reconciler:
         while service in self._dirty:
             self._dirty.discard(service)
             try:
+                self.passes += 1
                 await self._pass(service)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.pass_failures += 1
                 # Transient trouble (Docker restarting, say): retry with backoff, and record
                 # an event when the error is new rather than on every retry.
                 message = exc.message if isinstance(exc, LegatoError) else f"{exc}"
@@ -242,6 +250,8 @@ class Reconciler:
                     return  # it failed or was superseded: a pass over what replaced it is queued
                 deployment = begun
 
+        if not service.sleeping:
+            self._wake_dozing(name)
         replicas = await self.runtime.list_replicas(name)
         state.spec, state.deployment, state.replicas = deployment.spec, deployment, tuple(replicas)
         state.current = await self._equivalent(deployment, replicas)
@@ -265,6 +275,7 @@ class Reconciler:
             min_healthy_s=deploy.min_healthy_s,
             hold=deployment.status == "failed",
             current=state.current,
+            asleep=service.sleeping and not service.stopped,
         )
         observed = Observed(
             replicas=tuple(replicas),
@@ -273,6 +284,7 @@ class Reconciler:
                          if self.health.status(r.id) == "healthy"},
             retiring=frozenset(self._retiring),
             backoff_slots=frozenset(waiting),
+            sleepers=self._sleepers(service, replicas),
         )
         result = plan(desired, observed)
         await self._act(service, deployment, state, result)
@@ -291,8 +303,11 @@ class Reconciler:
         route_update = asyncio.create_task(self._sync_routes())
         try:
             for action in result.actions:
-                if isinstance(action, Clear):
+                if isinstance(action, Clear) and action.crashed:
                     await self._clear(service, deployment, state, action.replica)
+                elif isinstance(action, Clear):  # slept, and not needed again
+                    self._slept.discard(action.replica.id)
+                    await self.runtime.remove_replica(action.replica.id)
             rollout = [a for a in result.of(Retire) if isinstance(a, Retire) and a.reason == "rollout"]
             if deployment.active and result.switching:
                 await self._step(deployment, "switching",
@@ -303,11 +318,14 @@ class Reconciler:
                 if isinstance(action, Retire):
                     self._begin_retire(service.name, action.replica, action.reason, deployment)
             starts = [a.slot for a in result.actions if isinstance(a, Start)]
-            if starts:
+            resumes = [a.replica for a in result.actions if isinstance(a, Resume)]
+            if starts or resumes:
                 if deployment.active:
                     await self._step(deployment, "starting",
-                                     f"starting {len(starts)} replica(s) of {deployment.image}")
-                await asyncio.gather(*(self._start(service, deployment, state, s) for s in starts))
+                                     f"starting {len(starts) + len(resumes)} replica(s) of "
+                                     f"{deployment.image}")
+                await asyncio.gather(*(self._start(service, deployment, state, s) for s in starts),
+                                     *(self._resume(service, deployment, state, r) for r in resumes))
                 if deployment.active:
                     await self._step(deployment, "health", "waiting for health checks to pass")
             if starts or result.of(Clear):
@@ -609,11 +627,48 @@ class Reconciler:
                         f"started {replica.name} (container {replica.id[:12]}, "
                         f"127.0.0.1:{replica.host_port})")
 
+    async def _resume(
+        self, service: Service, deployment: Deployment, state: _ServiceState, replica: Replica
+    ) -> None:
+        """Start a replica again that was stopped while its service slept; one that does not
+        start is removed, and its slot gets a new replica."""
+        self._slept.discard(replica.id)
+        try:
+            resumed = await self.runtime.resume_replica(replica.id)
+        except LegatoError as exc:
+            await self._event(service.name, "crash",
+                              f"replica {replica.name} did not start again: {exc.message}",
+                              {"replica": replica.name, "error": exc.message})
+            with contextlib.suppress(LegatoError):
+                await self.runtime.remove_replica(replica.id)
+            self.trigger(service.name)
+            return
+        state.replicas = (*(r for r in state.replicas if r.id != replica.id), resumed)
+        self._track(resumed, deployment.spec)
+
+    def _sleepers(self, service: Service, replicas: Sequence[Replica]) -> frozenset[str]:
+        """Stopped replicas that were stopped for sleeping (not crashed): the ones this process
+        stopped, and after a restart those that stopped while the service slept."""
+        found = set()
+        for replica in replicas:
+            if not replica.gone:
+                continue
+            stopped = replica.finished_at
+            if replica.id in self._slept or (
+                service.slept_at is not None and stopped is not None
+                and stopped >= service.slept_at
+                and (service.sleeping or (service.woke_at is not None
+                                          and stopped <= service.woke_at))
+            ):
+                found.add(replica.id)
+        return frozenset(found)
+
     async def _clear(
         self, service: Service, deployment: Deployment, state: _ServiceState, replica: Replica
     ) -> None:
         """A replica exited on its own: record the crash, remove it, restart after backoff."""
         self.health.forget(replica.id)
+        self._slept.discard(replica.id)
         tail: list[str] = []
         with contextlib.suppress(Exception):
             tail = [line.message async for line in self.runtime.logs(
@@ -622,6 +677,7 @@ class Reconciler:
         if replica.deployment not in state.current | {deployment.id}:
             return
         failures = self._record_failure(state, deployment.id, replica.slot)
+        self.restarts[service.name] = self.restarts.get(service.name, 0) + 1
         held = deployment.status == "failed" and any(
             r.running and r.deployment not in state.current | {deployment.id}
             for r in state.replicas)
@@ -666,12 +722,21 @@ class Reconciler:
             await self._event(name, "crash", "service is in a crash loop",
                               {"failures": max(e.failures for e in state.slots.values())})
 
+    def _wake_dozing(self, name: str) -> None:
+        """Woken while replicas drain for sleep: they stay (still healthy, back in the route)."""
+        for replica in self.replicas_of(name):
+            if replica.id in self._dozing and self._retiring.get(replica.id) == "drain":
+                self._dozing.discard(replica.id)
+                del self._retiring[replica.id]
+
     def _begin_retire(
         self, service: str, replica: Replica, reason: str, deployment: Deployment
     ) -> None:
         if replica.id in self._retiring:
             return
         self._retiring[replica.id] = "drain"
+        if reason == "sleep":
+            self._dozing.add(replica.id)
         self._spawn(self._retire(service, replica, reason, deployment))
 
     async def _retire(
@@ -684,6 +749,7 @@ class Reconciler:
         try:
             in_route = self.health.status(replica.id) == "healthy"
             if reason == "unhealthy":
+                self.restarts[service] = self.restarts.get(service, 0) + 1
                 state = self._state.get(service)
                 if state is not None and replica.deployment in state.current | {deployment.id}:
                     self._record_failure(state, deployment.id, replica.slot)
@@ -696,23 +762,30 @@ class Reconciler:
                 if journal:
                     await self._log(deployment, "draining", f"draining {replica.name}")
                 deadline = time.monotonic() + deploy.drain_timeout_s
-                while time.monotonic() < deadline:
+                while time.monotonic() < deadline and replica.id in self._retiring:
                     try:
                         if await self.edge.sessions(service, server_name(replica)) == 0:
                             break
                     except LegatoError:
                         break
                     await asyncio.sleep(0.05)
+            if replica.id not in self._retiring:
+                return  # the service woke while this replica drained for sleep: it stays
+            self._dozing.discard(replica.id)
             self._retiring[replica.id] = "out"
             await self._sync_routes()
             self.health.forget(replica.id)
             await self.runtime.stop_replica(replica.id, deploy.stop_timeout_s)
+            if reason == "sleep":
+                self._slept.add(replica.id)  # kept: waking starts it again
+                return
             await self.runtime.remove_replica(replica.id)
             if journal:
                 await self._log(deployment, "draining", f"stopped and removed {replica.name}")
         except Exception:
             log.exception("retiring %s failed", replica.name)
         finally:
+            self._dozing.discard(replica.id)
             self._retiring.pop(replica.id, None)
             self.trigger(service)
 
@@ -724,6 +797,7 @@ class Reconciler:
         replicas = await self.runtime.list_replicas(name)
         for replica in replicas:
             self.health.forget(replica.id)
+            self._slept.discard(replica.id)
         await asyncio.gather(*(self.runtime.remove_replica(r.id) for r in replicas))
         if not keep_data:
             await self.runtime.remove_volumes(name)
@@ -767,6 +841,10 @@ class Reconciler:
     def _on_health_change(self, replica: Replica, before: HealthState, after: HealthState) -> None:
         self._spawn(self._sync_routes_logged())
         self.trigger(replica.service)
+        if after.status == "healthy":
+            for waiter in self._healthy_waiters.pop(replica.service, []):
+                if not waiter.done():
+                    waiter.set_result(None)
         state = self._state.get(replica.service)
         target = state.deployment if state else None
         if target is not None and target.active and replica.deployment == target.id:
@@ -821,6 +899,39 @@ class Reconciler:
         state = self._state.get(name)
         return state.replicas if state else ()
 
+    def all_replicas(self) -> list[Replica]:
+        return [r for state in self._state.values() for r in state.replicas]
+
+    def healthy_replica(self, name: str) -> Replica | None:
+        """A replica of the service that takes requests now (healthy, not leaving)."""
+        for replica in self.replicas_of(name):
+            if (replica.running and replica.host_port and replica.id not in self._retiring
+                    and self.health.status(replica.id) == "healthy"):
+                return replica
+        return None
+
+    async def wait_healthy(self, name: str, timeout_s: float) -> Replica | None:
+        """A replica that takes requests, once there is one (None after `timeout_s`)."""
+        deadline = time.monotonic() + timeout_s
+        while (replica := self.healthy_replica(name)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._healthy_waiters.setdefault(name, []).append(waiter)
+            with contextlib.suppress(TimeoutError):
+                # Also wake now and then: a replica can also become usable by other means.
+                await asyncio.wait_for(waiter, min(remaining, 1.0))
+        return replica
+
+    def service_of_host(self, host: str) -> str | None:
+        """The service a domain routes to."""
+        host = host.split(":", 1)[0].lower()
+        for name, state in self._state.items():
+            if state.spec is not None and state.spec.routed and host in state.spec.domains:
+                return name
+        return None
+
     def status_of(self, service: Service, deployment: Deployment | None) -> str:
         """running, deploying, degraded, crash_loop, stopped, idle or failed."""
         state = self._state.get(service.name)
@@ -828,6 +939,8 @@ class Reconciler:
                       if r.running and self.health.status(r.id) == "healthy")
         if service.stopped:
             return "stopped"
+        if service.sleeping:
+            return "sleeping"
         if state and state.crash_loop:
             return "crash_loop"
         if deployment is not None and deployment.status == "failed":

@@ -6,6 +6,9 @@ old replicas until new ones are healthy (`max_surge`/`max_unavailable`, and for
 Replicas of any deployment that runs exactly what the target runs (`Desired.current`) count
 as the target's: a rollback or a change of routing or policy adopts them instead of
 restarting them.
+
+A sleeping service (scaled to zero while idle) has its replicas stopped but kept: waking
+starts those same containers again, which is faster than creating new ones.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from legato.runtime.base import Replica
 
 Health = Literal["starting", "healthy", "unhealthy"]
 Strategy = Literal["rolling", "canary", "recreate"]
-RetireReason = Literal["scale_down", "rollout", "unhealthy", "stopped"]
+RetireReason = Literal["scale_down", "rollout", "unhealthy", "stopped", "sleep"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Start:
 
 @dataclass(frozen=True)
 class Retire:
-    """Take a replica out of the route, let it finish its requests, stop and remove it."""
+    """Take a replica out of the route, let it finish its requests, stop and remove it (for
+    `sleep`, stop and keep it)."""
 
     replica: Replica
     reason: RetireReason
@@ -36,12 +40,21 @@ class Retire:
 
 @dataclass(frozen=True)
 class Clear:
-    """Remove a replica that is no longer running (it exited or never started)."""
+    """Remove a replica that is no longer running (it exited or never started; `crashed`
+    unless it was stopped for sleeping and is not needed again)."""
+
+    replica: Replica
+    crashed: bool = True
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Start a replica again that was stopped for sleeping."""
 
     replica: Replica
 
 
-Action = Start | Retire | Clear
+Action = Start | Retire | Clear | Resume
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class Desired:
     min_healthy_s: float = 0.0  # how long a new replica is healthy before old ones go for it
     hold: bool = False  # failed and stays: while old replicas serve, start nothing new
     current: frozenset[str] = frozenset()  # other deployments that run what this one runs
+    asleep: bool = False  # scaled to zero while idle: stop the replicas, keep them for waking
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class Observed:
     healthy_for: Mapping[str, float] = field(default_factory=dict)  # seconds, healthy ones
     retiring: frozenset[str] = frozenset()
     backoff_slots: frozenset[int] = frozenset()
+    sleepers: frozenset[str] = frozenset()  # stopped replicas kept while the service sleeps
 
 
 @dataclass(frozen=True)
@@ -84,15 +99,39 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     """What to do now so that `desired` runs; safe to call again with the next observation."""
     actions: list[Action] = []
     live: list[Replica] = []
+    ours = desired.current | {desired.deployment}
+    sleeping = {r.id for r in observed.replicas if r.id in observed.sleepers and r.gone}
+    if desired.asleep:
+        for replica in observed.replicas:
+            if replica.id in observed.retiring or replica.id in sleeping:
+                continue
+            if replica.gone or replica.state == "created":
+                actions.append(Clear(replica))
+            else:
+                actions.append(Retire(replica, "sleep"))
+        return Plan(tuple(actions))
+    # Awake: this version's sleepers start again, as many as are wanted; the rest go.
+    running = [r for r in observed.replicas
+               if r.deployment in ours and not r.gone and r.id not in observed.retiring]
+    taken = {r.slot for r in running}
+    resumed: list[Replica] = []
+    for replica in sorted(observed.replicas, key=lambda r: r.slot):
+        if (replica.id in sleeping and replica.deployment in ours and replica.slot not in taken
+                and len(running) + len(resumed) < desired.replicas):
+            resumed.append(replica)
+            taken.add(replica.slot)
+    actions.extend(Resume(r) for r in resumed)
+    woken = {r.id for r in resumed}
     for replica in observed.replicas:
-        if replica.id in observed.retiring:
+        if replica.id in observed.retiring or replica.id in woken:
             continue
         if replica.gone or replica.state == "created":
-            actions.append(Clear(replica))
+            actions.append(Clear(replica, crashed=replica.id not in sleeping))
         elif observed.health.get(replica.id) == "unhealthy":
             actions.append(Retire(replica, "unhealthy"))
         else:
             live.append(replica)
+    live.extend(resumed)  # they count as starting replicas of the target
 
     def healthy(replica: Replica) -> bool:
         return observed.health.get(replica.id) == "healthy"
@@ -100,7 +139,6 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     def stable(replica: Replica) -> bool:
         return healthy(replica) and observed.healthy_for.get(replica.id, 0.0) >= desired.min_healthy_s
 
-    ours = desired.current | {desired.deployment}
     new = [r for r in live if r.deployment in ours]
     old = [r for r in live if r.deployment not in ours]
     count = desired.replicas
@@ -158,7 +196,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         else:
             actions.append(Start(slot))
 
-    starting = any(isinstance(a, Start) for a in actions) or bool(waiting)
+    starting = any(isinstance(a, Start | Resume) for a in actions) or bool(waiting)
     settling = [desired.min_healthy_s - observed.healthy_for.get(r.id, 0.0)
                 for r in new if healthy(r) and not stable(r)]
     return Plan(

@@ -75,6 +75,22 @@ class LogLine:
 
 
 @dataclass(frozen=True)
+class ReplicaStats:
+    """Raw resource counters of one replica at one moment (CPU as cumulative nanoseconds, so
+    a usage share needs two samples)."""
+
+    replica_id: str
+    at: float  # wall clock, seconds
+    cpu_ns: int  # CPU time the replica used since it started
+    system_ns: int  # CPU time the whole host used (all CPUs), same clock
+    online_cpus: int
+    memory_used: int  # bytes, without the page cache
+    memory_limit: int  # bytes: the replica's limit, or the host's memory
+    network_rx: int  # bytes received since start
+    network_tx: int  # bytes sent since start
+
+
+@dataclass(frozen=True)
 class RuntimeEvent:
     """Something happened to a replica (it started, died, was removed)."""
 
@@ -103,6 +119,12 @@ class Runtime(Protocol):
 
     async def stop_replica(self, replica_id: str, timeout_s: float = 10) -> None:
         """Stop gracefully (SIGTERM, then SIGKILL after the timeout). Missing is fine."""
+
+    async def resume_replica(self, replica_id: str) -> Replica:
+        """Start a stopped replica again, as it was (a sleeping service wakes this way)."""
+
+    async def stats(self, replica_id: str) -> ReplicaStats | None:
+        """Resource counters of a running replica now; None when it is gone."""
 
     async def remove_replica(self, replica_id: str) -> None:
         """Remove a replica, stopping it first if needed. Missing is fine."""

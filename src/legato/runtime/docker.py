@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from legato.runtime.base import (
     LogLine,
     Replica,
     ReplicaRequest,
+    ReplicaStats,
     RuntimeEvent,
 )
 
@@ -170,6 +172,17 @@ class DockerRuntime:
         with contextlib.suppress(docker.errors.NotFound):
             await self._call(self._api.stop, replica_id, timeout=int(timeout_s))
 
+    async def resume_replica(self, replica_id: str) -> Replica:
+        await self._call(self._api.start, replica_id)
+        return await self._inspect(replica_id)
+
+    async def stats(self, replica_id: str) -> ReplicaStats | None:
+        try:
+            raw = await self._call(self._api.stats, replica_id, stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            return None
+        return _stats_from_api(replica_id, cast(dict[str, Any], raw))
+
     async def remove_replica(self, replica_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             await self._call(self._api.remove_container, replica_id, force=True)
@@ -302,6 +315,31 @@ def _replica_from_inspect(data: dict[str, Any], node: str) -> Replica:
         finished_at=_parse_time(state.get("FinishedAt")),
         exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
         error=state.get("Error") or ("out of memory" if state.get("OOMKilled") else ""),
+    )
+
+
+def _stats_from_api(replica_id: str, raw: dict[str, Any]) -> ReplicaStats | None:
+    """Docker's stats document, reduced as `docker stats` does it (memory without the page
+    cache: cgroup v1's total_inactive_file, or v2's inactive_file)."""
+    cpu = raw.get("cpu_stats") or {}
+    usage = cpu.get("cpu_usage") or {}
+    if "total_usage" not in usage or "system_cpu_usage" not in cpu:
+        return None  # not running (a stopped container has empty stats)
+    memory = raw.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    cache = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    used = max(0, int(memory.get("usage") or 0) - int(cache or 0))
+    networks = (raw.get("networks") or {}).values()
+    return ReplicaStats(
+        replica_id=replica_id,
+        at=time.time(),
+        cpu_ns=int(usage["total_usage"]),
+        system_ns=int(cpu["system_cpu_usage"]),
+        online_cpus=int(cpu.get("online_cpus") or len(usage.get("percpu_usage") or ()) or 1),
+        memory_used=used,
+        memory_limit=int(memory.get("limit") or 0),
+        network_rx=sum(int(n.get("rx_bytes") or 0) for n in networks),
+        network_tx=sum(int(n.get("tx_bytes") or 0) for n in networks),
     )
 
 

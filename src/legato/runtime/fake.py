@@ -12,11 +12,19 @@ import dataclasses
 import hashlib
 import itertools
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 
 from legato.errors import ImageNotFound, RuntimeFailure
-from legato.runtime.base import LogLine, Replica, ReplicaRequest, Runtime, RuntimeEvent
+from legato.runtime.base import (
+    LogLine,
+    Replica,
+    ReplicaRequest,
+    ReplicaStats,
+    Runtime,
+    RuntimeEvent,
+)
 
 DEFAULT_IMAGES = frozenset({"legato-test/busybox:latest"})
 DEFAULT_PORT_BASE = 41_000
@@ -36,6 +44,9 @@ class FakeRuntime:
     - `stop_replica` leaves a replica `exited` (code 0), `remove_replica` forgets it.
     - `logs` yields `log_lines` (plus lines added with `emit_log`) for every replica.
     - `watch` yields lifecycle events from one `asyncio.Queue` (`events`); it has one consumer.
+    - `resume_replica` runs a stopped replica again on a new fake port.
+    - `stats` reports `usage[replica_id]` (cpu_percent, memory_used, memory_limit, rx, tx),
+      accumulating CPU time as if that share had been used since the last call.
     - `crash` makes a replica exit as if its process died.
     - `available = False` makes `ping` fail; `start_error` makes every start fail with it.
     """
@@ -62,6 +73,9 @@ class FakeRuntime:
         self._extra_logs: dict[str, list[LogLine]] = {}
         self._followers: dict[str, list[asyncio.Queue[LogLine]]] = {}
         self._ports = itertools.count(port_base)
+        self.usage: dict[str, dict[str, float]] = {}
+        self._counters: dict[str, tuple[float, int, int]] = {}  # id -> (at, cpu_ns, system_ns)
+        self.clock = time.time
 
     # the Runtime protocol -------------------------------------------------------------------
 
@@ -114,6 +128,37 @@ class FakeRuntime:
         if replica is None or replica.gone:
             return
         self._finish(replica, exit_code=0, error="")
+
+    async def resume_replica(self, replica_id: str) -> Replica:
+        """Run a stopped replica again, on a new fake port."""
+        replica = self._replicas.get(replica_id)
+        if replica is None:
+            raise RuntimeFailure(f"no such replica {replica_id}")
+        resumed = dataclasses.replace(replica, state="running", host_port=next(self._ports),
+                                      started_at=datetime.now(UTC), exit_code=None)
+        self._replicas[replica_id] = resumed
+        self._emit("start", resumed)
+        return resumed
+
+    async def stats(self, replica_id: str) -> ReplicaStats | None:
+        """Counters from `usage` (default: idle, 64 MiB of a 1 GiB limit)."""
+        replica = self._replicas.get(replica_id)
+        if replica is None or not replica.running:
+            return None
+        usage = self.usage.get(replica_id, {})
+        now = self.clock()
+        at, cpu_ns, system_ns = self._counters.get(replica_id, (now, 0, 0))
+        elapsed_ns = int((now - at) * 1e9)
+        cpus = 2
+        cpu_ns += int(elapsed_ns * usage.get("cpu_percent", 0.0) / 100)
+        system_ns += elapsed_ns * cpus
+        self._counters[replica_id] = (now, cpu_ns, system_ns)
+        return ReplicaStats(
+            replica_id=replica_id, at=now, cpu_ns=cpu_ns, system_ns=system_ns,
+            online_cpus=cpus, memory_used=int(usage.get("memory_used", 64 * 1024**2)),
+            memory_limit=int(usage.get("memory_limit", 1024**3)),
+            network_rx=int(usage.get("rx", 0)), network_tx=int(usage.get("tx", 0)),
+        )
 
     async def remove_replica(self, replica_id: str) -> None:
         """Forget the replica (stopping it first when it runs); missing is fine."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from legato.spec import ServiceSpec
+from legato.spec import Scaling, ServiceSpec, Sleep
 
 Role = Literal["viewer", "deployer", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "deployer": 1, "admin": 2}
@@ -31,10 +31,22 @@ class Service:
     deployment_id: str | None
     created_at: datetime
     updated_at: datetime
+    # Policies in force: set from the spec on deploy, and by PUT /scaling; changing them
+    # changes no container, so they are the service's rather than a deployment's.
+    scaling: Scaling = field(default_factory=Scaling)
+    sleep: Sleep = field(default_factory=Sleep)
+    sleeping: bool = False  # scaled to zero while idle; the edge wakes it on a request
+    slept_at: datetime | None = None
+    woke_at: datetime | None = None
+    last_scaled_at: datetime | None = None  # the last change of replicas (autoscaler cooldown)
 
     @property
     def desired_replicas(self) -> int:
-        return 0 if self.stopped else self.replicas
+        return 0 if self.stopped or self.sleeping else self.replicas
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.scaling.mode == "auto"
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,16 @@ class Event:
     message: str
     details: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One downsampled interval of a service's figures (`data`: cpu_percent, rps, ...)."""
+
+    service: str
+    interval: str  # 1m, 5m, 1h or 1d
+    at: datetime  # the interval's start
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True)

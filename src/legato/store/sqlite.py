@@ -30,13 +30,14 @@ from legato.errors import (
     NotFound,
     ServiceNotFound,
 )
-from legato.spec import ServiceSpec
+from legato.spec import Scaling, ServiceSpec, Sleep
 from legato.store.models import (
     FINISHED_DEPLOYMENT,
     STEPS,
     Deployment,
     DeploymentLog,
     Event,
+    MetricPoint,
     Removal,
     Service,
     Token,
@@ -186,6 +187,32 @@ MIGRATIONS: Sequence[str] = (
     INSERT OR IGNORE INTO environments (project, name, branch, created_at, updated_at)
         SELECT name, 'production', 'main', created_at, created_at FROM projects;
     """,
+    """
+    ALTER TABLE services ADD COLUMN scaling TEXT;
+    ALTER TABLE services ADD COLUMN sleep TEXT;
+    ALTER TABLE services ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN slept_at TEXT;
+    ALTER TABLE services ADD COLUMN woke_at TEXT;
+    ALTER TABLE services ADD COLUMN last_scaled_at TEXT;
+    UPDATE services SET
+        scaling = (SELECT json_extract(d.spec, '$.scaling') FROM deployments d
+                   WHERE d.id = services.deployment_id),
+        sleep = (SELECT json_extract(d.spec, '$.sleep') FROM deployments d
+                 WHERE d.id = services.deployment_id);
+    CREATE TABLE metric_points (
+        service TEXT NOT NULL,
+        interval TEXT NOT NULL,
+        at TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (service, interval, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_points_age ON metric_points(interval, at);
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 _DEPLOYMENT_CACHE_MAX = 2048  # deployments kept in memory besides the services' current ones
@@ -229,6 +256,7 @@ class Store(ProjectRecords):
         self._token_generation = 0
         self._removals: dict[str, Removal] = {}
         self._on_commit: list[Callable[[], None]] = []
+        self.event_listeners: list[Callable[[Event], None]] = []  # called on the loop
         self._load()
 
     def _migrate(self) -> None:
@@ -345,6 +373,10 @@ class Store(ProjectRecords):
                  if after is None or s.name > after]
         return [(s, self._deployments.get(s.deployment_id or "")) for s in found[:limit]]
 
+    def deployment_now(self, service: Service) -> Deployment | None:
+        """The service's current deployment, from memory (where current ones always are)."""
+        return self._deployments.get(service.deployment_id or "")
+
     async def apply_spec(
         self, spec: ServiceSpec, *, actor: str, reason: str, supersede: bool = False
     ) -> tuple[Service, Deployment | None]:
@@ -355,10 +387,14 @@ class Store(ProjectRecords):
             self._ensure_project(db, spec.project, spec.environment)
             row = db.execute("SELECT * FROM services WHERE name = ?", (spec.name,)).fetchone()
             stamp = _ts(now())
+            policies = (spec.scaling.model_dump_json(), spec.sleep.model_dump_json())
             if row is None:
                 db.execute(
-                    "INSERT INTO services VALUES (?, ?, ?, ?, 0, NULL, ?, ?)",
-                    (spec.name, spec.project, spec.environment, spec.replicas, stamp, stamp),
+                    "INSERT INTO services (name, project, environment, replicas, stopped,"
+                    " deployment_id, created_at, updated_at, scaling, sleep)"
+                    " VALUES (?, ?, ?, ?, 0, NULL, ?, ?, ?, ?)",
+                    (spec.name, spec.project, spec.environment,
+                     _within(spec.scaling, spec.replicas), stamp, stamp, *policies),
                 )
                 deployment = self._insert_deployment(db, spec, actor=actor, reason=reason)
                 return self._reload_service(db, spec.name), deployment
@@ -371,39 +407,95 @@ class Store(ProjectRecords):
                     details={"name": spec.name, "project": service.project},
                 )
             current = self._load_deployment(db, service.deployment_id) if service.deployment_id else None
+            # Replica counts and policies are the service's: changing only them starts nothing.
             same = current is not None and current.status != "failed" and current.spec.model_copy(
-                update={"replicas": spec.replicas}
+                update={"replicas": spec.replicas, "scaling": spec.scaling, "sleep": spec.sleep}
             ) == spec
             created = None if same else self._insert_deployment(
                 db, spec, actor=actor, reason=reason, supersede=supersede
             )
+            # An autoscaled service keeps the count its autoscaler chose (within the bounds).
+            replicas = (_within(spec.scaling, service.replicas) if spec.scaling.mode == "auto"
+                        else spec.replicas)
             db.execute(
-                "UPDATE services SET replicas = ?, stopped = 0, updated_at = ? WHERE name = ?",
-                (spec.replicas, stamp, spec.name),
+                "UPDATE services SET replicas = ?, stopped = 0, scaling = ?, sleep = ?,"
+                " updated_at = ? WHERE name = ?",
+                (replicas, *policies, stamp, spec.name),
             )
             return self._reload_service(db, spec.name), created
 
         return await self._write(apply)
 
-    async def set_replicas(self, name: str, replicas: int) -> tuple[Service, int]:
+    async def set_replicas(
+        self, name: str, replicas: int, *, expect: int | None = None
+    ) -> tuple[Service, int]:
+        """Set the replica count (waking a sleeping service when more than 0); with `expect`,
+        only if the count is still that (an autoscaler's decision on fresh figures)."""
+
         def scale(db: sqlite3.Connection) -> tuple[Service, int]:
             previous = _load_service(db, name)
+            if expect is not None and previous.replicas != expect:
+                return previous, previous.replicas
+            stamp = _ts(now())
             db.execute(
-                "UPDATE services SET replicas = ?, updated_at = ? WHERE name = ?",
-                (replicas, _ts(now()), name),
+                "UPDATE services SET replicas = ?, last_scaled_at = ?, updated_at = ? WHERE name = ?",
+                (replicas, stamp, stamp, name),
             )
+            if replicas > 0:
+                _wake(db, name, stamp)
             return self._reload_service(db, name), previous.replicas
 
         return await self._write(scale)
 
     async def set_stopped(self, name: str, stopped: bool) -> Service:
+        """Stop or start a service; either way it is no longer asleep."""
+
         def update(db: sqlite3.Connection) -> Service:
             _load_service(db, name)
+            stamp = _ts(now())
             db.execute(
                 "UPDATE services SET stopped = ?, updated_at = ? WHERE name = ?",
-                (int(stopped), _ts(now()), name),
+                (int(stopped), stamp, name),
             )
+            _wake(db, name, stamp)
             return self._reload_service(db, name)
+
+        return await self._write(update)
+
+    async def set_sleeping(self, name: str, sleeping: bool) -> tuple[Service, bool]:
+        """Put a service to sleep (its replicas stop, kept for waking) or wake it; whether
+        that changed anything (a service already in that state, or stopped, is left as is)."""
+
+        def update(db: sqlite3.Connection) -> tuple[Service, bool]:
+            service = _load_service(db, name)
+            if service.sleeping == sleeping or (sleeping and service.stopped):
+                return service, False
+            stamp = _ts(now())
+            if sleeping:
+                db.execute("UPDATE services SET sleeping = 1, slept_at = ?, updated_at = ?"
+                           " WHERE name = ?", (stamp, stamp, name))
+            else:
+                _wake(db, name, stamp)
+            return self._reload_service(db, name), True
+
+        return await self._write(update)
+
+    async def set_scaling(self, name: str, scaling: Scaling) -> tuple[Service, Scaling]:
+        """Replace the scaling policy; in auto mode the replica count moves into its bounds.
+        The service and the policy it had."""
+
+        def update(db: sqlite3.Connection) -> tuple[Service, Scaling]:
+            service = _load_service(db, name)
+            stamp = _ts(now())
+            replicas = (_within(scaling, service.replicas) if scaling.mode == "auto"
+                        else service.replicas)
+            db.execute(
+                "UPDATE services SET scaling = ?, replicas = ?, updated_at = ?,"
+                " last_scaled_at = CASE WHEN replicas != ? THEN ? ELSE last_scaled_at END"
+                " WHERE name = ?",
+                (scaling.model_dump_json(), replicas, stamp, replicas, stamp, name),
+            )
+            return self._reload_service(db, name), service.scaling
 
         return await self._write(update)
 
@@ -719,6 +811,7 @@ class Store(ProjectRecords):
             "UPDATE services SET deployment_id = ?, updated_at = ? WHERE name = ?",
             (deployment_id, stamp, spec.name),
         )
+        _wake(db, spec.name, stamp)  # a new version is meant to run
         return self._reload_deployment(db, deployment_id)
 
     def _deployment(self, row: sqlite3.Row) -> Deployment:
@@ -799,7 +892,10 @@ class Store(ProjectRecords):
             return int(cursor.lastrowid or 0)
 
         event_id = await self._run(insert)
-        return Event(event_id, service, type_, message, details or {}, stamp)
+        event = Event(event_id, service, type_, message, details or {}, stamp)
+        for listener in self.event_listeners:
+            listener(event)
+        return event
 
     async def list_events(
         self,
@@ -823,11 +919,92 @@ class Store(ProjectRecords):
         query += " ORDER BY id DESC LIMIT ?"
         args.append(str(limit))
         rows = await self._run(lambda db: db.execute(query, args).fetchall())
-        return [
-            Event(r["id"], r["service"], r["type"], r["message"], json.loads(r["details"]),
-                  datetime.fromisoformat(r["created_at"]))
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
+
+    async def count_events(self, service: str, *, type_: str | None = None,
+                           since: datetime | None = None) -> int:
+        query, args = "SELECT COUNT(*) FROM events WHERE service = ?", [service]
+        if type_:
+            query += " AND type = ?"
+            args.append(type_)
+        if since:
+            query += " AND created_at >= ?"
+            args.append(_ts(since.astimezone(UTC)) or "")
+        return int(await self._run(lambda db: db.execute(query, args).fetchone()[0]))
+
+    async def events_after(
+        self, after_id: int, *, service: str | None = None, type_: str | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        """Events with an id above `after_id`, oldest first (a stream catching up)."""
+        query, args = "SELECT * FROM events WHERE id > ?", [str(after_id)]
+        if service:
+            query += " AND service = ?"
+            args.append(service)
+        if type_:
+            query += " AND type = ?"
+            args.append(type_)
+        query += " ORDER BY id LIMIT ?"
+        args.append(str(limit))
+        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        return [_event(r) for r in rows]
+
+    async def last_event_id(self) -> int:
+        return int(await self._run(
+            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]))
+
+    # metrics history and summaries ----------------------------------------------------------
+
+    async def add_metric_points(self, points: Sequence[MetricPoint]) -> None:
+        rows = [(p.service, p.interval, _ts(p.at), json.dumps(p.data)) for p in points]
+        if rows:
+            await self._run(lambda db: db.executemany(
+                "INSERT OR REPLACE INTO metric_points (service, interval, at, data)"
+                " VALUES (?, ?, ?, ?)", rows))
+
+    async def metric_points(self, service: str, interval: str, limit: int) -> list[MetricPoint]:
+        """The newest `limit` points of one interval, oldest first."""
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM metric_points WHERE service = ? AND interval = ?"
+            " ORDER BY at DESC LIMIT ?", (service, interval, limit)).fetchall())
+        return [MetricPoint(r["service"], r["interval"], datetime.fromisoformat(r["at"]),
+                            json.loads(r["data"])) for r in reversed(rows)]
+
+    async def prune_metric_points(self, interval: str, before: datetime) -> int:
+        cursor = await self._run(lambda db: db.execute(
+            "DELETE FROM metric_points WHERE interval = ? AND at < ?", (interval, _ts(before))))
+        return int(cursor.rowcount)
+
+    async def recent_deployments(self, limit: int) -> list[Deployment]:
+        """The newest deployments of every service."""
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM deployments ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())
+        return [self._deployment(r) for r in rows]
+
+    async def deployment_counts(self, since: datetime | None = None) -> dict[str, int]:
+        """Deployments by status (those created since `since`, if given)."""
+        query, args = "SELECT status, COUNT(*) FROM deployments", []
+        if since is not None:
+            query += " WHERE created_at >= ?"
+            args.append(_ts(since.astimezone(UTC)) or "")
+        rows = await self._run(lambda db: db.execute(query + " GROUP BY status", args).fetchall())
+        return {str(status): int(count) for status, count in rows}
+
+    async def settings_overrides(self) -> dict[str, Any]:
+        rows = await self._run(lambda db: db.execute("SELECT key, value FROM settings").fetchall())
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    async def set_settings_overrides(self, values: dict[str, Any]) -> None:
+        stamp = _ts(now())
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                [(k, json.dumps(v), stamp) for k, v in values.items()])
+
+        await self._write(write)
 
     # tokens ---------------------------------------------------------------------------------
 
@@ -940,7 +1117,31 @@ def _service(row: sqlite3.Row) -> Service:
         deployment_id=row["deployment_id"],
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
+        scaling=Scaling.model_validate_json(row["scaling"]) if row["scaling"] else Scaling(),
+        sleep=Sleep.model_validate_json(row["sleep"]) if row["sleep"] else Sleep(),
+        sleeping=bool(row["sleeping"]),
+        slept_at=_dt(row["slept_at"]),
+        woke_at=_dt(row["woke_at"]),
+        last_scaled_at=_dt(row["last_scaled_at"]),
     )
+
+
+def _within(scaling: Scaling, replicas: int) -> int:
+    """`replicas` moved into the autoscaling bounds (unchanged in manual mode)."""
+    if scaling.mode != "auto":
+        return replicas
+    return max(scaling.min_replicas, min(scaling.max_replicas, replicas))
+
+
+def _wake(db: sqlite3.Connection, name: str, stamp: str | None) -> None:
+    """No longer asleep (if it was): what it stopped for sleeping starts again."""
+    db.execute("UPDATE services SET sleeping = 0, woke_at = ? WHERE name = ? AND sleeping = 1",
+               (stamp, name))
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(row["id"], row["service"], row["type"], row["message"], json.loads(row["details"]),
+                 datetime.fromisoformat(row["created_at"]))
 
 
 def _removal(row: sqlite3.Row) -> Removal:

@@ -15,7 +15,7 @@ from legato.api.schemas import (
     Accepted,
     DeployRequest,
     DeployResponse,
-    EventPublic,
+    EventPage,
     HealthReport,
     LogLinePublic,
     LogsResponse,
@@ -39,7 +39,8 @@ from legato.runtime.base import LogLine
 from legato.timeparse import parse_since
 
 router = APIRouter(tags=["services"])
-ServiceStatus = Literal["running", "deploying", "degraded", "crash_loop", "stopped", "idle", "failed"]
+ServiceStatus = Literal["running", "deploying", "degraded", "crash_loop", "stopped", "sleeping",
+                        "idle", "failed"]
 
 
 @router.post("/deploy", status_code=202, response_model=DeployResponse,
@@ -280,7 +281,7 @@ async def check_health(name: str, platform: PlatformDep, _: Deployer) -> ProbeRe
     ])
 
 
-@router.get("/services/{name}/events", response_model=Page[EventPublic],
+@router.get("/services/{name}/events", response_model=EventPage,
             responses=error_responses(404))
 async def events(
     name: str,
@@ -290,17 +291,21 @@ async def events(
     since: str | None = None,
     limit: pagination.Limit = 100,
     cursor: pagination.Cursor = None,
-) -> Page[EventPublic]:
-    """What happened to the service, newest first: deploy, scaling, health, crash, lifecycle."""
+) -> EventPage:
+    """What happened to the service, newest first (seed 004): deploy, scaling, health, crash,
+    config, lifecycle, error."""
     await platform.store.get_service(name)
     before = pagination.decode(cursor)
     if before is not None and not before.isdigit():
         raise ValidationFailed("invalid cursor", code="INVALID_CURSOR")
+    since_at = parse_since(since)
     found = await platform.store.list_events(
-        name, type_=type, since=parse_since(since), limit=limit + 1,
+        name, type_=type, since=since_at, limit=limit + 1,
         before_id=int(before) if before else None,
     )
     page = found[:limit]
     more = len(found) > limit
-    return Page(items=[event_public(e) for e in page],
-                next_cursor=pagination.encode(str(page[-1].id)) if more else None)
+    return EventPage(name=name, items=[event_public(e) for e in page],
+                     next_cursor=pagination.encode(str(page[-1].id)) if more else None,
+                     has_more=more,
+                     total=await platform.store.count_events(name, type_=type, since=since_at))
