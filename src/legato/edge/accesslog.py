@@ -32,9 +32,10 @@ def parse_line(line: bytes) -> tuple[str, int, int] | None:
     """(service, status, latency ms) of one log line, or None for a line of no service
     (unknown hosts) or one that is not in LOG_FORMAT."""
     parts = line.split()
-    if len(parts) != 5 or not parts[0].startswith(_PREFIX):
+    if len(parts) != 5 or not parts[0].startswith(_PREFIX) or len(parts[0]) == len(_PREFIX):
         return None
     try:
+        int(parts[4])  # bytes: unused, but a line without it is not ours
         return parts[0][len(_PREFIX):].decode(), int(parts[2]), int(parts[3])
     except (ValueError, UnicodeDecodeError):
         return None

@@ -98,10 +98,11 @@ class MetricsHistory:
                    replicas: Callable[[str], tuple[int, int]]) -> list[MetricPoint]:
         """Close every minute that has ended since the last tick; the points stored."""
         now = self._clock()
-        latest = int((now - CLOSE_LAG_S) // 60) * 60 - 60  # start of the last complete minute
         if self._closed is None:
-            self._closed = latest  # this minute began before we did: start with the next one
+            # The minute under way began before we did: the first point is of the next one.
+            self._closed = int(now // 60) * 60
             return []
+        latest = int((now - CLOSE_LAG_S) // 60) * 60 - 60  # start of the last complete minute
         points: list[MetricPoint] = []
         names = list(services)
         for minute in range(self._closed + 60, latest + 60, 60):

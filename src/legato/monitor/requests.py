@@ -29,6 +29,9 @@ def percentiles(counts: Mapping[int, int], qs: Sequence[float]) -> list[float | 
     """The q-th percentiles (0 to 100) of the samples in `counts` (value -> how many times),
     as `numpy.percentile` computes them by default: linear interpolation between the two
     order statistics around rank q/100 * (n - 1). None for no samples."""
+    for q in qs:
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be between 0 and 100, got {q}")
     total = sum(counts.values())
     if total == 0:
         return [None for _ in qs]
@@ -51,8 +54,6 @@ def percentiles(counts: Mapping[int, int], qs: Sequence[float]) -> list[float | 
 
     found: list[float | None] = []
     for q in qs:
-        if not 0 <= q <= 100:
-            raise ValueError(f"percentile must be between 0 and 100, got {q}")
         rank = q / 100 * (total - 1)
         below = math.floor(rank)
         fraction = rank - below

@@ -119,8 +119,8 @@ def decide(policy: Scaling, signals: Signals, *, since_last_change_s: float | No
         for key in _PROPORTIONAL:
             ratio = above.get(key)
             if ratio is not None:
-                wanted = max(wanted, math.ceil(current * ratio / aim))
-        target = min(policy.max_replicas, wanted)
+                wanted = max(wanted, _ceil(current * ratio / aim))
+        target = max(floor, min(policy.max_replicas, wanted))
         return Decision("scale_out", current, target, _TRIGGER[name], reason, facts)
 
     if any(v is None for v in found.values()) or not all(v < into for v in found.values() if v is not None):
@@ -128,12 +128,17 @@ def decide(policy: Scaling, signals: Signals, *, since_last_change_s: float | No
     if elapsed < policy.cooldown_seconds or current <= floor:
         return None
     proportional = [v for k, v in found.items() if k in _PROPORTIONAL and v is not None]
-    needed = (math.ceil(current * max(proportional) / aim) if proportional else current - 1)
-    target = max(floor, min(current - 1, needed))
+    needed = _ceil(current * max(proportional) / aim) if proportional else current - 1
+    target = max(floor, min(current - 1, policy.max_replicas, needed))
     reason = ("every signal is below "
               f"{policy.scale_in_threshold_pct:g}% of its target ("
               + ", ".join(f"{_LABEL[k]} {_show(_value(k, facts))}" for k in found) + ")")
     return Decision("scale_in", current, target, "low_load", reason, facts)
+
+
+def _ceil(value: float) -> int:
+    """Whole replicas for a fractional need; a need of 4.000000000000001 is 4."""
+    return math.ceil(value - 1e-9)
 
 
 def _value(name: str, facts: dict[str, float | int | None]) -> float | int | None:
