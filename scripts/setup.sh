@@ -21,6 +21,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# promtool (Debian's prometheus package) checks the /metrics exposition in the tests; the
+# Prometheus server itself is not run.
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (prometheus)"
+  export DEBIAN_FRONTEND=noninteractive
+  [ ${#need_pkgs[@]} -gt 0 ] || apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &

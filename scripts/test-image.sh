@@ -38,6 +38,12 @@ printf 'Content-Type: text/plain\r\n\r\n'
 sleep "${QUERY_STRING:-1}"
 echo slept
 CGI
+cat > "$root/www/cgi-bin/status" <<'CGI'
+#!/bin/sh
+# /cgi-bin/status?503 answers with that status
+printf 'Status: %s Status\r\nContent-Type: text/plain\r\n\r\n' "${QUERY_STRING:-500}"
+echo status
+CGI
 cat > "$root/www/cgi-bin/burn" <<'CGI'
 #!/bin/sh
 # /cgi-bin/burn?N hashes N MiB of zeros: CPU work on demand

@@ -51,6 +51,7 @@ async def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         create_app(platform), host=settings.api_host, port=settings.api_port,
         log_level=settings.log_level, access_log=False, lifespan="off", server_header=False,
+        ws="wsproto",  # refuses an unauthenticated WebSocket with a clean HTTP answer
     )
     server = uvicorn.Server(config)
     print(f"Legato API   {settings.api_url}/api/v1  (docs: {settings.api_url}/docs)", flush=True)

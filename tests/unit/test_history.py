@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -96,7 +97,7 @@ def record_minute(rig: Rig, minute: int, rng: random.Random, count: int,
 
 @pytest.fixture
 async def rig(store: Store) -> Rig:
-    """A history whose first tick came in the minute before DAY (so recording starts at DAY)."""
+    """A history whose first tick came 30 s before DAY (that minute is its partial first point)."""
     setup = Rig(store, DAY - 40.0)
     assert await setup.tick(DAY - 30.0) == []
     return setup
@@ -116,16 +117,22 @@ async def test_first_tick_records_nothing(store: Store) -> None:
 
 
 @pytest.mark.parametrize("offset", [1.0, 30.0, 59.0])
-async def test_the_minute_in_progress_at_the_first_tick_is_not_recorded(store: Store,
-                                                                        offset: float) -> None:
-    """History starts with the next full minute: the first point is the minute after the one the
-    first tick fell in (that one began before the history did)."""
+async def test_the_minute_in_progress_at_the_first_tick_counts_only_the_seconds_it_covered(
+    store: Store, offset: float
+) -> None:
+    """The first point is the minute the first tick fell in, its rate over the seconds after
+    that tick; the minute before (ended before the history began) is never recorded."""
     rig = Rig(store, DAY + offset - 0.5)
-    rig.requests.record("web", 200, 5, at=DAY + offset - 0.25)
+    rig.requests.record_many([("web", 200, 5)] * 12, at=DAY + offset + 0.25)
     assert await rig.tick(DAY + offset) == []
     points = await rig.close_minute(DAY + 60)
-    assert sorted(by_start(points, "1m")) == [DAY + 60]
-    assert [p.at for p in await store.metric_points("web", "1m", 100)] == [at(DAY + 60)]
+    minutes = by_start(points, "1m")
+    assert sorted(minutes) == [DAY, DAY + 60]
+    covered = max(1, math.ceil(60 - offset))
+    assert minutes[DAY]["requests"] == 12
+    assert minutes[DAY]["rps"] == pytest.approx(12 / covered, abs=1e-3)
+    assert minutes[DAY + 60]["requests"] == 0
+    assert [p.at for p in await store.metric_points("web", "1m", 100)] == [at(DAY), at(DAY + 60)]
     assert await store.metric_points("web", "5m", 100) == []
 
 

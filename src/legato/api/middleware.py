@@ -89,7 +89,7 @@ class Authenticate:
         websocket = WebSocket(scope, receive, send)
         header = websocket.headers.get("authorization")
         if header is None:
-            offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+            offered = scope.get("subprotocols") or []
             bearer = next((p for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None)
             header = f"Bearer {bearer.removeprefix(BEARER_SUBPROTOCOL)}" if bearer else None
         try:

@@ -3,12 +3,13 @@
 Every closed minute becomes a point from the exact request figures and the resource samples
 of that minute; the coarser intervals accumulate the minutes (latencies merged as counts, so
 their percentiles are exact too) and become points when they close. Retention is bounded per
-interval. An interval open when the control plane stops holds only what came after the next
-start.
+interval. The first minute after a start, and any interval open when the control plane
+stopped, hold only what came after the start: their rates count the seconds they covered.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -92,6 +93,7 @@ class MetricsHistory:
         self._clock = clock
         self._open: dict[tuple[str, str], _Bucket] = {}
         self._closed: int | None = None  # start of the last minute closed
+        self._since = 0.0  # when recording began
         self._pruned = 0.0
 
     async def tick(self, services: Iterable[str],
@@ -99,8 +101,8 @@ class MetricsHistory:
         """Close every minute that has ended since the last tick; the points stored."""
         now = self._clock()
         if self._closed is None:
-            # The minute under way began before we did: the first point is of the next one.
-            self._closed = int(now // 60) * 60
+            # The minute under way becomes the first point, covering the part from now on.
+            self._closed, self._since = int(now // 60) * 60 - 60, now
             return []
         latest = int((now - CLOSE_LAG_S) // 60) * 60 - 60  # start of the last complete minute
         points: list[MetricPoint] = []
@@ -121,6 +123,8 @@ class MetricsHistory:
     def _close(self, service: str, minute: int, replicas: tuple[int, int]) -> list[MetricPoint]:
         bucket = minute_bucket(minute, self.requests, self.stats.series(service, minute),
                                service, replicas)
+        if minute < self._since:
+            bucket.seconds = max(1, math.ceil(minute + 60 - self._since))
         points = [MetricPoint(service, "1m", _at(minute), bucket.data())]
         for interval, seconds in INTERVALS.items():
             if seconds == 60:
