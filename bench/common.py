@@ -373,6 +373,7 @@ class Legato:
     edge_port: int
     token: str
     proc: subprocess.Popen[bytes] | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # more LEGATO_* variables
     api: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -429,6 +430,7 @@ class Legato:
             "LEGATO_EDGE_HOST": LOCALHOST,
             "LEGATO_BOOTSTRAP_TOKEN": self.token,
             "LEGATO_GIT_ALLOW_LOCAL": "true",  # source_deploy builds from a repository on disk
+            **self.settings,
         }
 
     # API conveniences ------------------------------------------------------------------------
@@ -501,10 +503,14 @@ def service_spec(name: str, replicas: int = 1) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def legato_server(*, start_timeout: float = 60, argv: list[str] | None = None) -> Iterator[Legato]:
+def legato_server(
+    *, start_timeout: float = 60, argv: list[str] | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Legato]:
     """Start a server with its own label, data dir and ports; tear everything down after.
 
-    `argv` replaces `.venv/bin/legato server` (e.g. to run it under a profiler)."""
+    `argv` replaces `.venv/bin/legato server` (e.g. to run it under a profiler); `settings`
+    adds LEGATO_* variables."""
     data_dir = Path(tempfile.mkdtemp(prefix="legato-bench-"))
     server = Legato(
         data_dir=data_dir,
@@ -512,6 +518,7 @@ def legato_server(*, start_timeout: float = 60, argv: list[str] | None = None) -
         api_port=free_port(),
         edge_port=free_port(),
         token="lgt_" + secrets.token_urlsafe(32),
+        settings=dict(settings or {}),
     )
     try:
         with terminate_on_sigterm():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -322,17 +323,84 @@ class Client:
                     ) -> Iterator[str]:
         """Stream logs (SSE): yield each event's data until the server or the caller stops."""
         params = _params(tail=tail, since=since, replica=replica, format=format, follow=True)
+        return self._stream(f"/services/{_seg(name)}/logs", params, "log stream")
+
+    def _stream(self, path: str, params: Mapping[str, Any], what: str,
+                last_event_id: str | None = None) -> Iterator[str]:
+        """The data of each event of an SSE stream, until the server or the caller stops."""
         timeout = httpx.Timeout(self.timeout, read=None)
         headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
         try:
-            with self._http.stream("GET", f"/services/{_seg(name)}/logs", params=params,
-                                   headers=headers, timeout=timeout) as response:
+            with self._http.stream("GET", path, params=params, headers=headers,
+                                   timeout=timeout) as response:
                 if not response.is_success:
                     response.read()
                     raise ApiError.from_response(response)
                 yield from iter_sse(response.iter_lines())
         except httpx.TransportError as exc:
-            raise ApiError(0, "CONNECTION_FAILED", f"log stream from {self.url}: {exc}") from exc
+            raise ApiError(0, "CONNECTION_FAILED", f"{what} from {self.url}: {exc}") from exc
+
+    def follow_events(self, service: str | None = None, type: str | None = None,
+                      last_event_id: str | None = None) -> Iterator[JSON]:
+        """Every event as it is recorded (from after `last_event_id` when given)."""
+        for data in self._stream("/events/stream", _params(service=service, type=type),
+                                 "event stream", last_event_id):
+            yield json.loads(data)
+
+    def follow_metrics(self, name: str) -> Iterator[JSON]:
+        """The service's figures, one snapshot per monitoring round."""
+        for data in self._stream(f"/services/{_seg(name)}/metrics/stream", {}, "metrics stream"):
+            yield json.loads(data)
+
+    # monitoring -------------------------------------------------------------------------------
+
+    def stats(self, name: str) -> JSON:
+        """CPU, memory and network of each replica and summed (last background sample)."""
+        return self._json("GET", f"/services/{_seg(name)}/stats")
+
+    def request_metrics(self, name: str) -> JSON:
+        """Requests per second, 5xx share and latency percentiles over 1 and 5 minutes."""
+        return self._json("GET", f"/services/{_seg(name)}/request-metrics")
+
+    def metrics(self, name: str, history: int | None = None, interval: str | None = None) -> JSON:
+        """The figures now and the last `history` points of `interval` (1m, 5m, 1h, 1d)."""
+        return self._json("GET", f"/services/{_seg(name)}/metrics",
+                          params=_params(history=history, interval=interval))
+
+    def scaling(self, name: str) -> JSON:
+        """The scaling and sleep policies, and the last scaling decision."""
+        return self._json("GET", f"/services/{_seg(name)}/scaling")
+
+    def set_scaling(self, name: str, **policy: Any) -> JSON:
+        """Change the given fields of the scaling policy."""
+        return self._json("PUT", f"/services/{_seg(name)}/scaling",
+                          json={k: v for k, v in policy.items() if v is not None})
+
+    def sleep(self, name: str) -> JSON:
+        """Scale to zero now; the next request wakes it."""
+        return self._json("POST", f"/services/{_seg(name)}/sleep")
+
+    def wake(self, name: str) -> JSON:
+        """Start a sleeping service's replicas again."""
+        return self._json("POST", f"/services/{_seg(name)}/wake")
+
+    def system_health(self) -> JSON:
+        return self._json("GET", "/system/health")
+
+    def system_metrics(self) -> JSON:
+        return self._json("GET", "/system/metrics")
+
+    def dashboard(self) -> JSON:
+        return self._json("GET", "/dashboard/summary")
+
+    def config(self) -> JSON:
+        return self._json("GET", "/config")
+
+    def set_config(self, **values: Any) -> JSON:
+        return self._json("PATCH", "/config", json={k: v for k, v in values.items()
+                                                    if v is not None})
 
     def service_health(self, name: str) -> JSON:
         """Per replica: health, last check, failures, last error, response time."""

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -480,9 +480,12 @@ class Platform:
     async def follow_logs(
         self, name: str, *, tail: int | None, since: datetime | None, replica: str | None
     ) -> AsyncGenerator[LogLine, None]:
-        """Check the request now; the returned stream yields lines until it is closed."""
+        """Check the request now; the returned stream yields lines until it is closed. With
+        tail=0 it starts at this moment (not when the runtime's streams open)."""
         await self.store.get_service(name)
         chosen = [r for r in self._pick(name, replica) if r.running]
+        if tail == 0 and since is None:
+            tail, since = None, datetime.now(UTC)
         return self._follow(chosen, tail=tail, since=since)
 
     async def _follow(

@@ -230,17 +230,20 @@ def test_the_log_stream_sends_new_lines_and_resumes_after_the_last_one(
                                command=["httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]))
     legato.wait_healthy(name, 1)
     url = ws_url(legato, f"/services/{name}/logs/stream?tail=0")
+    deadline = time.monotonic() + 30
     with ws_client.connect(url, additional_headers={"Authorization": f"Bearer {legato.token}"},
                            open_timeout=5) as socket:
         legato.get_edge(host, "/index.html")
         line = json.loads(socket.recv(timeout=10))
-        while not line["message"].endswith("url:/index.html"):
+        while not line["message"].endswith("url:/index.html"):  # health checks log lines too
+            assert time.monotonic() < deadline, "the request's log line never came"
             line = json.loads(socket.recv(timeout=10))
     assert line["event"] == "log" and line["replica"].startswith("lg-")
     legato.get_edge(host, "/version")  # while disconnected
     after = []
     with SSE(legato, f"/services/{name}/logs/stream", last_id=line["id"]) as resumed:
         while not after or not after[-1]["data"]["message"].endswith("url:/version"):
+            assert time.monotonic() < deadline + 30, f"no line of /version in {after}"
             after.append(resumed.next())
     assert all(e["id"] > line["id"] for e in after)  # nothing sent twice
     assert not any(e["data"]["message"].endswith("url:/index.html") for e in after)

@@ -633,3 +633,117 @@ def test_cli_abort_fails_the_deployment_in_flight(run: Callable[..., Any], api: 
     api.on("GET", "/api/v1/services/web", body=detail)
     result = run("abort", "web")
     assert result.exit_code == 1 and "no deployment in flight" in result.stderr
+
+
+# monitoring and sizing ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "method", "path", "expected_body", "params"), [
+    (lambda c: c.stats("web"), "GET", "/api/v1/services/web/stats", None, {}),
+    (lambda c: c.request_metrics("web"), "GET", "/api/v1/services/web/request-metrics", None, {}),
+    (lambda c: c.metrics("web", history=3, interval="1m"), "GET", "/api/v1/services/web/metrics",
+     None, {"history": "3", "interval": "1m"}),
+    (lambda c: c.scaling("web"), "GET", "/api/v1/services/web/scaling", None, {}),
+    (lambda c: c.set_scaling("web", mode="auto", max_replicas=4, min_replicas=None), "PUT",
+     "/api/v1/services/web/scaling", {"mode": "auto", "max_replicas": 4}, {}),
+    (lambda c: c.sleep("web"), "POST", "/api/v1/services/web/sleep", None, {}),
+    (lambda c: c.wake("web"), "POST", "/api/v1/services/web/wake", None, {}),
+    (lambda c: c.system_health(), "GET", "/api/v1/system/health", None, {}),
+    (lambda c: c.system_metrics(), "GET", "/api/v1/system/metrics", None, {}),
+    (lambda c: c.dashboard(), "GET", "/api/v1/dashboard/summary", None, {}),
+    (lambda c: c.config(), "GET", "/api/v1/config", None, {}),
+    (lambda c: c.set_config(stats_interval_s=2.0), "PATCH", "/api/v1/config",
+     {"stats_interval_s": 2.0}, {}),
+])
+def test_each_monitoring_method_calls_its_route(
+    api: FakeApi, call: Callable[[Client], Any], method: str, path: str,
+    expected_body: Any, params: dict[str, str],
+) -> None:
+    api.on(method, path, body={"ok": True})
+    assert call(api.client()) == {"ok": True}
+    request = api.last
+    assert (request.method, request.url.path, dict(request.url.params)) == (method, path, params)
+    if expected_body is None:
+        assert request.content == b""
+    else:
+        assert body(request) == expected_body
+
+
+def test_follow_events_resumes_with_the_last_event_id(api: FakeApi) -> None:
+    stream = (': connected\n\nid: 7\nevent: scaling\ndata: {"id": 7, "message": "scaled"}\n\n'
+              'id: 8\nevent: health\ndata: {"id": 8, "message": "healthy"}\n\n')
+    api.on("GET", "/api/v1/events/stream", content=stream.encode(),
+           headers={"content-type": "text/event-stream"})
+    events = list(api.client().follow_events(service="web", last_event_id="6"))
+    assert [e["id"] for e in events] == [7, 8]
+    assert api.last.headers["last-event-id"] == "6"
+    assert dict(api.last.url.params) == {"service": "web"}
+
+
+def test_cli_stats_prints_each_replica_and_the_total(run: Callable[..., Any], api: FakeApi) -> None:
+    api.on("GET", "/api/v1/services/web/stats", body={
+        "name": "web", "interval_s": 5, "sampled_at": NOW,
+        "replicas": [{"id": "a1", "name": "lg-web-0", "cpu_percent": 12.5,
+                      "memory_used_bytes": 64 * 1024**2, "memory_limit_bytes": 256 * 1024**2,
+                      "memory_percent": 25.0, "network_rx_bytes": 2048, "network_tx_bytes": 10,
+                      "sampled_at": NOW}],
+        "total": {"cpu_percent": 12.5, "memory_used_bytes": 64 * 1024**2,
+                  "memory_limit_bytes": 256 * 1024**2, "network_rx_bytes": 2048,
+                  "network_tx_bytes": 10}})
+    result = run("stats", "web")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["REPLICA", "CPU%", "MEMORY", "MEM%", "NET", "RX", "NET", "TX"]
+    assert lines[1].split() == ["lg-web-0", "12.5", "64.0MiB", "25.0", "2.0KiB", "10B"]
+    assert lines[2].split()[:3] == ["total", "12.5", "64.0MiB"]
+
+
+def test_cli_scaling_changes_only_the_fields_given_then_shows_the_policy(
+    run: Callable[..., Any], api: FakeApi
+) -> None:
+    api.on("PUT", "/api/v1/services/web/scaling", body={
+        "message": "scaling policy updated", "name": "web", "app_name": "web", "replicas": 2,
+        "previous_policy": {}, "new_policy": {}})
+    api.on("GET", "/api/v1/services/web/scaling", body={
+        "name": "web", "app_name": "web", "mode": "auto", "replicas": 2, "sleeping": False,
+        "policy": {"min_replicas": 2, "max_replicas": 6}, "sleep": {"idle_timeout_s": 0},
+        "last_scaled_at": None, "last_scaling_event": {
+            "timestamp": NOW, "action": "scaled_out", "from_replicas": 1, "to_replicas": 2,
+            "reason": "requests per replica 60 is above 80% of its target 50"}})
+    result = run("scaling", "web", "--mode", "auto", "--min", "2", "--max", "6")
+    assert result.exit_code == 0, result.output
+    put = next(r for r in api.requests if r.method == "PUT")
+    assert body(put) == {"mode": "auto", "min_replicas": 2, "max_replicas": 6}
+    assert "scaling policy updated; 2 replica(s)" in result.stdout
+    assert "max_replicas:             6" in result.stdout
+    assert "scaled_out: requests per replica 60" in result.stdout
+
+
+@pytest.mark.parametrize(("command", "path", "message"), [
+    ("sleep", "/api/v1/services/web/sleep", "going to sleep"),
+    ("wake", "/api/v1/services/web/wake", "waking"),
+])
+def test_cli_sleep_and_wake(run: Callable[..., Any], api: FakeApi, command: str, path: str,
+                            message: str) -> None:
+    api.on("POST", path, status=202, body={"message": message, "name": "web", "status": "x",
+                                           "sleeping": command == "sleep", "changed": True,
+                                           "status_url": "/x"})
+    result = run(command, "web")
+    assert result.exit_code == 0, result.output
+    assert (api.last.method, api.last.url.path) == ("POST", path)
+    assert result.stdout.strip() == f"web: {message}"
+
+
+def test_cli_metrics_prints_history_then_now(run: Callable[..., Any], api: FakeApi) -> None:
+    point = {"timestamp": NOW, "rps": 2.5, "error_rate": 0.1, "latency_p50_ms": 3.0,
+             "latency_p95_ms": 9.0, "latency_p99_ms": 20.0, "cpu_percent": 4.0,
+             "memory_percent": 1.5, "healthy_replicas": 2, "total_replicas": 2}
+    api.on("GET", "/api/v1/services/web/metrics", body={
+        "name": "web", "app_name": "web", "timestamp": NOW, "interval": "1m",
+        "current": {**point, "rps": 3.0}, "history": [point]})
+    result = run("metrics", "web", "--interval", "1m", "--history", "1")
+    assert result.exit_code == 0, result.output
+    assert dict(api.last.url.params) == {"history": "1", "interval": "1m"}
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert rows[0][2:] == ["2.50", "10.0", "3.0", "9.0", "20.0", "4.0", "1.5", "2/2"]
+    assert rows[1][2] == "3.00"

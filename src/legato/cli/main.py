@@ -526,17 +526,187 @@ def events(
     type: Annotated[str | None, typer.Option("--type", help="Only events of this type")] = None,
     since: Annotated[str | None, typer.Option("--since", help="30s, 10m, 2h, 1d or ISO time")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many (max 100)")] = None,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream new events")] = False,
     url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """What happened to a service, newest first."""
+    """What happened to a service, newest first; with -f, each new event as it happens."""
     with api_errors():
-        result = make_client(url, token).events(name, type=type, since=since, limit=limit)
+        client = make_client(url, token)
+        if follow:
+            for event in client.follow_events(service=name, type=type):
+                if as_json:
+                    typer.echo(json.dumps(event))
+                else:
+                    typer.echo(f"{when(event.get('timestamp'))}  {event.get('type'):<9} "
+                               f"{event.get('message')}")
+            return
+        result = client.events(name, type=type, since=since, limit=limit)
     if as_json:
         print_json(result)
         return
     print_table(["TIME", "TYPE", "MESSAGE"],
                 [[when(e.get("timestamp")), e.get("type"), e.get("message")]
                  for e in result.get("items", [])])
+
+
+# monitoring and sizing --------------------------------------------------------------------
+
+
+def _size(value: Any) -> str:
+    """Bytes as KiB/MiB/GiB."""
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f}{unit}" if unit == "B" else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return f"{amount:.1f}GiB"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+@app.command()
+def stats(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """CPU, memory and network of each replica (sampled in the background)."""
+    with api_errors():
+        result = make_client(url, token).stats(name)
+    if as_json:
+        print_json(result)
+        return
+    rows = [[r.get("name"), _num(r.get("cpu_percent")), _size(r.get("memory_used_bytes")),
+             _num(r.get("memory_percent")), _size(r.get("network_rx_bytes")),
+             _size(r.get("network_tx_bytes"))] for r in result.get("replicas", [])]
+    total = result.get("total", {})
+    rows.append(["total", _num(total.get("cpu_percent")), _size(total.get("memory_used_bytes")), "",
+                 _size(total.get("network_rx_bytes")), _size(total.get("network_tx_bytes"))])
+    print_table(["REPLICA", "CPU%", "MEMORY", "MEM%", "NET RX", "NET TX"], rows)
+
+
+@app.command()
+def metrics(
+    name: NameArg,
+    history: Annotated[int, typer.Option("--history", help="Points of history")] = 10,
+    interval: Annotated[str, typer.Option("--interval", help="1m, 5m, 1h or 1d")] = "5m",
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream the figures")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Requests, latency, CPU and memory of a service: now and over time."""
+    columns = ["TIME", "RPS", "ERR%", "P50MS", "P95MS", "P99MS", "CPU%", "MEM%", "HEALTHY"]
+
+    def row(point: JSON, stamp: Any) -> list[Any]:
+        return [when(stamp), _num(point.get("rps"), 2), _num(100 * (point.get("error_rate") or 0)),
+                _num(point.get("latency_p50_ms")), _num(point.get("latency_p95_ms")),
+                _num(point.get("latency_p99_ms")), _num(point.get("cpu_percent")),
+                _num(point.get("memory_percent")),
+                f"{point.get('healthy_replicas', '-')}/{point.get('total_replicas', '-')}"]
+
+    with api_errors():
+        client = make_client(url, token)
+        if follow:
+            for snapshot in client.follow_metrics(name):
+                stamp = datetime.fromtimestamp(float(snapshot["timestamp"]), UTC).isoformat()
+                typer.echo(json.dumps(snapshot) if as_json else "  ".join(
+                    str(v) for v in row(snapshot, stamp)))
+            return
+        result = client.metrics(name, history=history, interval=interval)
+    if as_json:
+        print_json(result)
+        return
+    rows = [row(p, p.get("timestamp")) for p in result.get("history", [])]
+    rows.append(row(result.get("current", {}), result.get("timestamp")))
+    print_table(columns, rows)
+
+
+@app.command()
+def scaling(
+    name: NameArg,
+    mode: Annotated[str | None, typer.Option("--mode", help="manual or auto")] = None,
+    min_replicas: Annotated[int | None, typer.Option("--min")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max")] = None,
+    target_rps: Annotated[float | None, typer.Option("--target-rps", help="Per replica")] = None,
+    max_p95_ms: Annotated[float | None, typer.Option("--max-p95-ms")] = None,
+    max_cpu: Annotated[float | None, typer.Option("--max-cpu", help="Percent, per replica")] = None,
+    max_memory: Annotated[float | None, typer.Option("--max-memory", help="Percent")] = None,
+    window: Annotated[int | None, typer.Option("--window", help="Seconds")] = None,
+    cooldown: Annotated[int | None, typer.Option("--cooldown", help="Seconds")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Show a service's scaling policy, or change the fields given."""
+    changes = {"mode": mode, "min_replicas": min_replicas, "max_replicas": max_replicas,
+               "target_rps_per_replica": target_rps, "max_p95_latency_ms": max_p95_ms,
+               "max_cpu_percent": max_cpu, "max_memory_percent": max_memory,
+               "window_seconds": window, "cooldown_seconds": cooldown}
+    with api_errors():
+        client = make_client(url, token)
+        if any(v is not None for v in changes.values()):
+            updated = client.set_scaling(name, **changes)
+            if as_json:
+                print_json(updated)
+                return
+            typer.echo(f"{updated.get('message')}; {updated.get('replicas')} replica(s)")
+        result = client.scaling(name)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{'mode:':<13}{result.get('mode')} ({result.get('replicas')} replica(s)"
+               + (", asleep" if result.get("sleeping") else "") + ")")
+    for key, value in (result.get("policy") or {}).items():
+        typer.echo(f"{key + ':':<26}{'-' if value is None else value}")
+    typer.echo(f"{'idle_timeout_s:':<26}{(result.get('sleep') or {}).get('idle_timeout_s')}")
+    last = result.get("last_scaling_event")
+    if last:
+        typer.echo(f"last: {when(last.get('timestamp'))} {last.get('action')}: {last.get('reason')}")
+
+
+@app.command("sleep")
+def sleep_(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Scale a service to zero now; the next request through the edge wakes it."""
+    with api_errors():
+        result = make_client(url, token).sleep(name)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"{name}: {result.get('message')}")
+
+
+@app.command()
+def wake(name: NameArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Start a sleeping service's replicas again."""
+    with api_errors():
+        result = make_client(url, token).wake(name)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"{name}: {result.get('message')}")
+
+
+@app.command()
+def system(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """The control plane's components, the host's figures and a summary of what runs."""
+    with api_errors():
+        client = make_client(url, token)
+        health, figures, summary = client.system_health(), client.system_metrics(), client.dashboard()
+    if as_json:
+        print_json({"health": health, "metrics": figures, "summary": summary})
+        return
+    typer.echo(f"status: {health.get('status')} (up {_num(health.get('uptime_seconds'), 0)} s, "
+               f"version {health.get('version')})")
+    print_table(["COMPONENT", "STATUS", "MS", "ERROR"],
+                [[k, c.get("status"), _num(c.get("response_time_ms"), 2), c.get("error")]
+                 for k, c in (health.get("components") or {}).items()])
+    host = figures.get("system") or {}
+    typer.echo(f"host: cpu {_num(host.get('cpu_percent'))}%, memory "
+               f"{_num(host.get('memory_used_gb'), 2)}/{_num(host.get('memory_total_gb'), 2)} GB, "
+               f"disk {_num(host.get('disk_used_gb'), 1)}/{_num(host.get('disk_total_gb'), 1)} GB, "
+               f"containers {host.get('containers_running')}/{host.get('containers_total')}")
+    replicas = summary.get("replicas") or {}
+    typer.echo(f"services: {summary.get('services')} in {summary.get('projects')} project(s); "
+               f"replicas {replicas.get('healthy')}/{replicas.get('desired')} healthy; "
+               f"deployments today {summary.get('deployments_today')} "
+               f"({summary.get('failed_deployments_today')} failed)")
 
 
 # tokens -----------------------------------------------------------------------------------
