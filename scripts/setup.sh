@@ -30,6 +30,14 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# HAProxy sends one datagram per request to Legato; the kernel's default queue of 10 per unix
+# datagram socket drops lines as soon as the reader pauses.
+qlen=$(cat /proc/sys/net/unix/max_dgram_qlen 2>/dev/null || echo 1024)
+if [ "$qlen" -lt 1024 ]; then
+  log "raising net.unix.max_dgram_qlen from $qlen to 1024"
+  echo 1024 > /proc/sys/net/unix/max_dgram_qlen || log "could not raise net.unix.max_dgram_qlen"
+fi
+
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &

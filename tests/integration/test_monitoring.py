@@ -44,7 +44,15 @@ def test_request_metrics_count_every_request_the_edge_answered(legato: Legato, n
         minute = request_metrics(legato, name)["windows"]["1m"]
         return minute if minute["requests"] >= 60 else None
 
-    minute = wait_for(counted, timeout=10, what="the edge's log lines to be counted")
+    def reader() -> str:
+        """What the control plane read of the edge's log."""
+        return " ".join(line for line in httpx.get(f"{legato.url}/metrics").text.splitlines()
+                        if line.startswith("legato_access_log"))
+
+    try:
+        minute = wait_for(counted, timeout=10, what="the edge's log lines to be counted")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {request_metrics(legato, name)}; {reader()}") from None
     assert (minute["requests"], minute["errors_5xx"]) == (60, 6)  # exactly what was sent
     assert minute["error_rate"] == pytest.approx(6 / 60, abs=1e-6)
     assert minute["latency_p99_ms"] >= 300 > minute["latency_p50_ms"]  # the 4 slow ones

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from legato.edge.accesslog import LOG_FORMAT, AccessLogReader, parse_line
+from legato.edge.accesslog import LOG_FORMAT, AccessLogReader, parse_line, pause_for, queue_length
 from legato.monitor.requests import (
     HISTOGRAM_BOUNDS_MS,
     SECONDS_KEPT,
@@ -395,13 +395,14 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
 
 
 def send(path: Path, *datagrams: bytes) -> None:
+    """As HAProxy does: one datagram per line, to the socket's path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         for datagram in datagrams:
             sender.sendto(datagram, str(path))
 
 
-def counters(reader: AccessLogReader) -> tuple[int, int, int]:
-    return reader.lines, reader.records, reader.invalid
+def counters(reader: AccessLogReader) -> tuple[int, int, int, int]:
+    return reader.lines, reader.records, reader.notices, reader.invalid
 
 
 @pytest.fixture
@@ -412,7 +413,8 @@ def reader(tmp_path: Path) -> Iterator[AccessLogReader]:
 
 
 def test_reader_records_the_requests_sent_to_its_socket(reader: AccessLogReader) -> None:
-    """Datagrams become records in RequestMetrics; garbage counts as invalid, b_default not."""
+    """Lines become records in RequestMetrics; a service's line that does not parse is invalid,
+    HAProxy's own messages and unknown hosts' requests are notices."""
     reader.start()
     assert reader.running
     assert reader.path.is_socket()
@@ -421,10 +423,11 @@ def test_reader_records_the_requests_sent_to_its_socket(reader: AccessLogReader)
          b"svc_web r0-abc 200 4 160\n",
          b"svc_web r1-def 503 12 217\n",
          b"b_default <NOSRV> 404 0 97\n",
-         b"this is not a log line",
+         b"Server svc_web/r0-abc is UP/READY (leaving forced maintenance).",
+         b"svc_web r0-abc two 12 217",
          b"svc_api r0-123 -1 -1 0\n")
-    wait_for(lambda: counters(reader) == (5, 3, 1))
-    assert counters(reader) == (5, 3, 1)
+    wait_for(lambda: counters(reader) == (6, 3, 2, 1))
+    assert counters(reader) == (6, 3, 2, 1)
     totals = reader.metrics.totals()
     assert totals["web"].by_class == {"2xx": 1, "5xx": 1}
     assert totals["web"].latency_sum_ms == 16
@@ -437,13 +440,26 @@ def test_reader_records_the_requests_sent_to_its_socket(reader: AccessLogReader)
 
 
 def test_reader_keeps_up_with_a_burst(reader: AccessLogReader) -> None:
-    """A few thousand queued datagrams are all read (in batches)."""
+    """A few thousand datagrams sent at once are all read, in batches."""
     reader.start()
     lines = [f"svc_web r0 200 {i % 50} 100\n".encode() for i in range(3000)]
     send(reader.path, *lines)
     wait_for(lambda: reader.records == len(lines))
-    assert counters(reader) == (3000, 3000, 0)
+    assert counters(reader) == (3000, 3000, 0, 0)
     assert reader.metrics.totals()["web"].latency_sum_ms == sum(i % 50 for i in range(3000))
+
+
+@pytest.mark.parametrize(("qlen", "pause"), [(10, 0.0), (255, 0.0), (256, 0.02), (1024, 0.02)])
+def test_the_reader_pauses_between_batches_only_where_the_kernel_queues_enough(
+    qlen: int, pause: float
+) -> None:
+    """With the default queue of 10 datagrams a pause would drop lines; with 256 or more the
+    lines of a 20 ms pause fit, at up to ~12,800 per second."""
+    assert pause_for(qlen) == pause
+
+
+def test_queue_length_is_the_hosts_setting() -> None:
+    assert queue_length() == int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
 
 
 def test_reader_start_replaces_a_socket_left_by_a_previous_run(reader: AccessLogReader) -> None:
@@ -471,7 +487,7 @@ def test_reader_close_removes_the_socket_and_stops_the_thread(reader: AccessLogR
     with pytest.raises(OSError):
         send(reader.path, b"svc_web r0 200 4 160")
     reader.close()  # twice is fine
-    assert counters(reader) == (0, 0, 0)  # the wake-up datagram is not a line
+    assert counters(reader) == (0, 0, 0, 0)  # the wake-up datagram is not a line
 
 
 def test_reader_can_start_again_after_close(reader: AccessLogReader) -> None:
@@ -496,21 +512,35 @@ def test_close_without_start_does_nothing(tmp_path: Path) -> None:
 
 
 def test_ingest_parses_and_records_one_batch_at_the_given_time() -> None:
-    """ingest() skips empty datagrams, counts lines, records and invalid ones; returns records."""
+    """ingest() skips empty lines, counts lines, records, notices and invalid ones; returns
+    the records."""
     metrics, _ = metrics_at(0.0)
     log_reader = AccessLogReader(Path("/nonexistent/never-bound.sock"), metrics)
     batch = [
-        b"svc_web r0 200 4 160\n",
+        b"svc_web r0 200 4 160",
         b"",
-        b"svc_web r0 500 9 160\n",
-        b"b_default <NOSRV> 404 0 97\n",
+        b"svc_web r0 500 9 160",
+        b"b_default <NOSRV> 404 0 97",
         b"garbage",
-        b"svc_web r0 two 9 160\n",
+        b"svc_web r0 two 9 160",
     ]
     assert log_reader.ingest(batch, 1234.5) == 2
-    assert counters(log_reader) == (5, 2, 2)
+    assert counters(log_reader) == (5, 2, 2, 1)
     window = metrics.between("web", 1234, 1235)
     assert (window.requests, window.errors, window.latencies) == (2, 1, {4: 1, 9: 1})
     assert metrics.last_request_at("web") == 1234.5
     assert log_reader.ingest([], 1235.0) == 0
-    assert counters(log_reader) == (5, 2, 2)
+    assert counters(log_reader) == (5, 2, 2, 1)
+
+
+def test_a_window_reaching_back_to_the_start_keeps_the_first_partial_second() -> None:
+    """Requests in the very second the figures began (after started_at, before the next whole
+    second) are in every window that reaches back to the start."""
+    metrics, _ = metrics_at(1000.3)
+    metrics.record_many([("web", 200, 1)] * 5, at=1000.9)
+    metrics.record_many([("web", 200, 1)] * 2, at=1001.2)
+    window = metrics.window("web", 60, now=1002.0)
+    assert window.requests == 7
+    assert window.seconds == pytest.approx(1.7)
+    later = metrics.window("web", 60, now=1061.0)  # from 1001.0: no longer back to the start
+    assert later.requests == 2 and later.seconds == 60

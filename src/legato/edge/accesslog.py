@@ -1,9 +1,17 @@
 """HAProxy's per-request log, read from a unix datagram socket for request metrics.
 
 HAProxy sends one datagram per request (`log <socket> format raw`, `log-format LOG_FORMAT`)
-without ever waiting for the reader: when nobody reads, lines are dropped, and the edge serves
-on. A thread reads with blocking calls (one wakeup drains every queued datagram), parses, and
-hands each batch to `RequestMetrics` under one lock, so the event loop does none of this work.
+without ever waiting for the reader: when nobody reads, or the socket's queue is full, lines
+are dropped and the edge serves on. A thread reads: one wakeup drains every queued datagram,
+and after a small batch it sleeps a moment so the next wakeup finds many (waking a thread per
+request cost ~40 us each at a few thousand requests per second; batched, a line costs a few).
+That pause is only taken when the kernel lets enough datagrams queue meanwhile:
+`net.unix.max_dgram_qlen` is 10 by default, and the setup script raises it (SETUP_QLEN).
+
+(HAProxy can also buffer lines in a ring and forward them over a stream socket, which would
+keep the lines logged while the control plane restarts; but a worker's forwarder stops at the
+start of a reload, losing the lines of requests that finish on the old worker afterwards
+(haproxy/haproxy#3436), and Legato reloads HAProxy whenever a service is added or removed.)
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%b %s %ST %Ta %B"
 BACKEND_PREFIX = "svc_"  # every service's backend is named BACKEND_PREFIX + its name
 _PREFIX = BACKEND_PREFIX.encode()
-_BATCH = 1024
+_QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
+SETUP_QLEN = 1024  # what scripts/setup.sh sets
+_BATCH = 1024  # datagrams handled per wakeup at most
+_PAUSE_S = 0.02
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def parse_line(line: bytes) -> tuple[str, int, int] | None:
     """(service, status, latency ms) of one log line, or None for a line of no service
-    (unknown hosts) or one that is not in LOG_FORMAT."""
+    (unknown hosts, HAProxy's own messages) or one that is not in LOG_FORMAT."""
     parts = line.split()
     if len(parts) != 5 or not parts[0].startswith(_PREFIX) or len(parts[0]) == len(_PREFIX):
         return None
@@ -41,16 +52,31 @@ def parse_line(line: bytes) -> tuple[str, int, int] | None:
         return None
 
 
+def queue_length() -> int:
+    """How many datagrams a unix socket may queue on this host (net.unix.max_dgram_qlen)."""
+    try:
+        return int(_QLEN.read_text())
+    except (OSError, ValueError):
+        return 10
+
+
+def pause_for(qlen: int) -> float:
+    """How long the reader may sleep after a small batch: long enough to batch, short enough
+    that the lines arriving meanwhile fit in the socket's queue at thousands per second."""
+    return _PAUSE_S if qlen >= 256 else 0.0
+
+
 class AccessLogReader:
     """Binds `path` and feeds every line HAProxy sends there into `metrics`."""
 
-    def __init__(self, path: Path, metrics: RequestMetrics) -> None:
+    def __init__(self, path: Path, metrics: RequestMetrics, *, pause_s: float | None = None) -> None:
         self.path = path
         self.metrics = metrics
+        self.pause_s = pause_for(queue_length()) if pause_s is None else pause_s
         self.lines = 0  # datagrams read
         self.records = 0  # of them, requests of a service
-        self.invalid = 0  # neither a request of a service nor of an unknown host
-        self.busy_seconds = 0.0  # thread CPU time spent parsing and recording
+        self.notices = 0  # HAProxy's own messages (a server going up, say), unknown hosts
+        self.invalid = 0  # lines of a service's backend that do not parse
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -61,6 +87,10 @@ class AccessLogReader:
 
     def start(self) -> None:
         """Bind the socket (replacing one a previous run left) and start reading."""
+        qlen = queue_length()
+        if qlen < SETUP_QLEN:
+            log.warning("net.unix.max_dgram_qlen is %d: request log lines may be dropped under "
+                        "load (scripts/setup.sh sets %d)", qlen, SETUP_QLEN)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -103,24 +133,26 @@ class AccessLogReader:
                 if not self._stopping.is_set():
                     log.warning("access log socket failed: %s", exc)
                 return
-            started = time.thread_time()
             self.ingest(batch, time.time())
-            self.busy_seconds += time.thread_time() - started
+            if self.pause_s and len(batch) < _BATCH // 4:
+                time.sleep(self.pause_s)  # let the next lines gather in the socket's queue
 
-    def ingest(self, batch: list[bytes], at: float) -> int:
-        """Parse and record one batch of datagrams that arrived at `at`."""
+    def ingest(self, lines: list[bytes], at: float) -> int:
+        """Parse and record a batch of lines that arrived at `at`; how many were requests."""
         records = []
-        invalid = 0
-        for datagram in batch:
-            if not datagram:
+        invalid = count = 0
+        for line in lines:
+            if not line:
                 continue
-            parsed = parse_line(datagram)
+            count += 1
+            parsed = parse_line(line)
             if parsed is not None:
                 records.append(parsed)
-            elif not datagram.startswith(b"b_default "):
+            elif line.startswith(_PREFIX):
                 invalid += 1
         self.metrics.record_many(records, at)
-        self.lines += sum(1 for d in batch if d)
+        self.lines += count
         self.records += len(records)
         self.invalid += invalid
+        self.notices += count - len(records) - invalid
         return len(records)

@@ -63,8 +63,9 @@ class Snapshot:
             "memory_percent": _round(self.memory_percent),
             "memory_used_bytes": self.memory_used_bytes, "rps": round(self.rps, 3),
             "error_rate": round(self.error_rate, 4),
-            "latency_p50_ms": self.latency_p50_ms, "latency_p95_ms": self.latency_p95_ms,
-            "latency_p99_ms": self.latency_p99_ms,
+            "latency_p50_ms": _round(self.latency_p50_ms, 3),
+            "latency_p95_ms": _round(self.latency_p95_ms, 3),
+            "latency_p99_ms": _round(self.latency_p99_ms, 3),
             "active_connections": self.active_connections,
             "healthy_replicas": self.healthy_replicas, "total_replicas": self.total_replicas,
         }
@@ -200,5 +201,5 @@ class Monitor:
                 sum(memory) / len(memory) if memory else None)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)

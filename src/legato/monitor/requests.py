@@ -176,10 +176,14 @@ class RequestMetrics:
         self.record_many([(service, status, latency_ms)], at)
 
     def window(self, service: str, seconds: float, now: float | None = None) -> Window:
-        """The last `seconds` up to `now` (counted from start when that is more recent)."""
+        """The last `seconds` up to `now`, or the time since start when that is shorter (its
+        first, partial second included: nothing was recorded before it)."""
         now = self._clock() if now is None else now
-        span = max(1.0, min(seconds, now - self.started_at))
-        return self.between(service, now - span, now, span=span)
+        start = now - seconds
+        if start <= self.started_at:
+            return self.between(service, math.floor(self.started_at), now,
+                                span=max(1.0, now - self.started_at))
+        return self.between(service, start, now, span=seconds)
 
     def between(self, service: str, start: float, end: float, *,
                 span: float | None = None) -> Window:

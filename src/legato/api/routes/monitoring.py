@@ -81,14 +81,18 @@ async def stats(name: str, platform: PlatformDep, _: Viewer) -> ServiceStats:
     )
 
 
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _window(window: Window) -> RequestWindowPublic:
     p50, p95, p99 = window.percentiles(50, 95, 99)
     mean = window.mean_ms
     return RequestWindowPublic(
         seconds=round(window.seconds, 3), requests=window.requests, errors_5xx=window.errors,
         rps=round(window.rps, 3), error_rate=round(window.error_rate, 6),
-        latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
-        latency_mean_ms=None if mean is None else round(mean, 3),
+        latency_p50_ms=_ms(p50), latency_p95_ms=_ms(p95), latency_p99_ms=_ms(p99),
+        latency_mean_ms=_ms(mean),
     )
 
 

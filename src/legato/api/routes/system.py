@@ -87,7 +87,11 @@ async def metrics(platform: PlatformDep) -> PlainTextResponse:
         Family("legato_access_log_lines_total", "counter",
                "Request log lines read from the edge.").add(reader.lines if reader else 0),
         Family("legato_access_log_invalid_total", "counter",
-               "Request log lines that could not be parsed.").add(reader.invalid if reader else 0),
+               "Request log lines of a service that could not be parsed.")
+        .add(reader.invalid if reader else 0),
+        Family("legato_access_log_notices_total", "counter",
+               "Log lines that are no request of a service (unknown hosts, HAProxy's notices).")
+        .add(reader.notices if reader else 0),
         Family("legato_event_loop_lag_seconds", "gauge",
                "Highest delay of the control plane's event loop over the last ~10 s.")
         .add(monitor.loop_lag_s),
