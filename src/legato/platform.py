@@ -10,9 +10,9 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from legato.build.builder import Builder, DockerBuilder
 from legato.build.log import BuildLogs
@@ -32,6 +32,7 @@ from legato.spec import Scaling, ServiceSpec
 from legato.store import Deployment, Service, Store
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,22 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def parse_spec(raw: Any) -> ServiceSpec:
-    """A ServiceSpec from user input, or ValidationFailed naming each bad field."""
+def validated(model: type[M], raw: Any, what: str) -> M:
+    """`model` from user input, or ValidationFailed naming each bad field."""
     try:
-        return ServiceSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         details = validation_details(exc)
         first = details[0]
         raise ValidationFailed(
-            f"invalid service spec: {first['field']}: {first['message']}",
+            f"invalid {what}: {first['field']}: {first['message']}",
             details={"errors": details},
         ) from exc
+
+
+def parse_spec(raw: Any) -> ServiceSpec:
+    """A ServiceSpec from user input, or ValidationFailed naming each bad field."""
+    return validated(ServiceSpec, raw, "service spec")
 
 
 class Platform:

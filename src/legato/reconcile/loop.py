@@ -918,10 +918,14 @@ class Reconciler:
             if remaining <= 0:
                 return None
             waiter = asyncio.get_running_loop().create_future()
-            self._healthy_waiters.setdefault(name, []).append(waiter)
-            with contextlib.suppress(TimeoutError):
-                # Also wake now and then: a replica can also become usable by other means.
+            waiters = self._healthy_waiters.setdefault(name, [])
+            waiters.append(waiter)
+            try:
+                # Also look again now and then: a replica can become usable by other means.
                 await asyncio.wait_for(waiter, min(remaining, 1.0))
+            except TimeoutError:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
         return replica
 
     def service_of_host(self, host: str) -> str | None:

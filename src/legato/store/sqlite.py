@@ -906,30 +906,19 @@ class Store(ProjectRecords):
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        query, args = "SELECT * FROM events WHERE service = ?", [service]
-        if type_:
-            query += " AND type = ?"
-            args.append(type_)
-        if since:
-            query += " AND created_at >= ?"
-            args.append(_ts(since.astimezone(UTC)) or "")  # stored as UTC ISO text
+        where, args = _event_filter(service, type_, since)
         if before_id:
-            query += " AND id < ?"
+            where += " AND id < ?"
             args.append(str(before_id))
-        query += " ORDER BY id DESC LIMIT ?"
+        query = f"SELECT * FROM events WHERE {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
         args.append(str(limit))
         rows = await self._run(lambda db: db.execute(query, args).fetchall())
         return [_event(r) for r in rows]
 
     async def count_events(self, service: str, *, type_: str | None = None,
                            since: datetime | None = None) -> int:
-        query, args = "SELECT COUNT(*) FROM events WHERE service = ?", [service]
-        if type_:
-            query += " AND type = ?"
-            args.append(type_)
-        if since:
-            query += " AND created_at >= ?"
-            args.append(_ts(since.astimezone(UTC)) or "")
+        where, args = _event_filter(service, type_, since)
+        query = f"SELECT COUNT(*) FROM events WHERE {where}"  # noqa: S608
         return int(await self._run(lambda db: db.execute(query, args).fetchone()[0]))
 
     async def events_after(
@@ -1137,6 +1126,19 @@ def _wake(db: sqlite3.Connection, name: str, stamp: str | None) -> None:
     """No longer asleep (if it was): what it stopped for sleeping starts again."""
     db.execute("UPDATE services SET sleeping = 0, woke_at = ? WHERE name = ? AND sleeping = 1",
                (stamp, name))
+
+
+def _event_filter(service: str, type_: str | None,
+                  since: datetime | None) -> tuple[str, list[str]]:
+    """The WHERE clause (fixed text, values as parameters) of a service's events."""
+    where, args = "service = ?", [service]
+    if type_:
+        where += " AND type = ?"
+        args.append(type_)
+    if since:
+        where += " AND created_at >= ?"
+        args.append(_ts(since.astimezone(UTC)) or "")  # stored as UTC ISO text
+    return where, args
 
 
 def _event(row: sqlite3.Row) -> Event:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
 
 from legato import __version__
 from legato.api.deps import Admin, Deployer, PlatformDep, Viewer, actor, error_responses
@@ -38,9 +37,8 @@ from legato.api.schemas import (
     SystemMetrics,
     deployment_summary,
 )
-from legato.errors import ValidationFailed
 from legato.monitor.requests import Window
-from legato.platform import Platform, validation_details
+from legato.platform import Platform, validated
 from legato.spec import HealthCheck, Scaling
 
 router = APIRouter(tags=["monitoring"])
@@ -168,12 +166,7 @@ async def put_scaling(name: str, body: ScalingUpdate, platform: PlatformDep,
     count moves into the new bounds at once; no deployment is made."""
     service = await platform.store.get_service(name)
     merged = {**service.scaling.model_dump(), **body.model_dump(exclude_unset=True)}
-    try:
-        policy = Scaling.model_validate(merged)
-    except ValidationError as exc:
-        details = validation_details(exc)
-        raise ValidationFailed(f"invalid scaling policy: {details[0]['field']}: "
-                               f"{details[0]['message']}", details={"errors": details}) from exc
+    policy = validated(Scaling, merged, "scaling policy")
     updated, previous = await platform.set_scaling(name, policy, actor=actor(token))
     return ScalingUpdated(
         message="scaling policy updated", name=name, app_name=name, replicas=updated.replicas,
