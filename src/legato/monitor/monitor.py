@@ -27,6 +27,7 @@ from legato.monitor.requests import RequestMetrics
 from legato.monitor.stats import StatsSampler
 from legato.runtime.base import Replica, Runtime
 from legato.store import Store
+from legato.ticker import Ticker
 
 log = logging.getLogger(__name__)
 SNAPSHOTS_KEPT = 720
@@ -87,7 +88,7 @@ class Monitor:
         """`replicas`: every replica known now; `counts`: a service's (healthy, running)."""
         self.store = store
         self.edge = edge
-        self.interval_s = interval_s
+        self.ticker = Ticker(interval_s)
         self._replicas = replicas
         self._counts = counts
         self.requests = RequestMetrics()
@@ -103,6 +104,14 @@ class Monitor:
         self._snapshots: dict[str, deque[Snapshot]] = {}
         self._round = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def interval_s(self) -> float:
+        return self.ticker.interval_s
+
+    @interval_s.setter
+    def interval_s(self, value: float) -> None:
+        self.ticker.interval_s = value
 
     @property
     def requests_known(self) -> bool:
@@ -132,7 +141,7 @@ class Monitor:
             except Exception:
                 log.exception("monitor round failed")
             self.round_seconds = time.monotonic() - started
-            await asyncio.sleep(max(0.05, self.interval_s - self.round_seconds))
+            await self.ticker.wait(max(0.0, self.round_seconds - 0.05))
 
     async def _measure_lag(self) -> None:
         while True:
@@ -169,8 +178,9 @@ class Monitor:
         now = time.time() if now is None else now
         window = self.requests.window(name, 60, now)
         p50, p95, p99 = window.percentiles(50, 95, 99)
-        series = self.stats.series(name, now - 3 * max(self.interval_s, 1.0))
-        sample = series[-1] if series else None
+        sample = self.stats.last(name)
+        if sample is not None and sample.at < now - 3 * max(self.interval_s, 1.0):
+            sample = None  # stale: the replicas are gone
         healthy, total = self._counts(name)
         return Snapshot(
             service=name, at=now,

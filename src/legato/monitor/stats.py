@@ -1,6 +1,6 @@
 """Container resource figures, sampled in the background (never on a request's path).
 
-Each round asks the runtime for the counters of every running replica at once; CPU use is the
+Each round asks the runtime for the counters of every running replica in one call; CPU use is the
 difference between a replica's last two samples, as `docker stats` computes it (100 % = one
 core). Per service, each round's figures are kept for an hour for the autoscaler's windows and
 the metrics history.
@@ -8,7 +8,6 @@ the metrics history.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -82,31 +81,42 @@ def summarize(at: float, samples: Sequence[ReplicaSample]) -> ServiceSample:
 class StatsSampler:
     """The latest resource figures of every replica, and each service's recent series."""
 
-    def __init__(self, runtime: Runtime, *, concurrency: int = 16) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._raw: dict[str, ReplicaStats] = {}
         self._latest: dict[str, dict[str, ReplicaSample]] = {}  # service -> replica id -> sample
         self._series: dict[str, deque[ServiceSample]] = {}
-        self._limit = asyncio.Semaphore(concurrency)
         self.rounds = 0
         self.failures = 0
 
     async def sample(self, replicas: Iterable[Replica]) -> dict[str, ServiceSample]:
         """One round over the running replicas given; each service's figures of this round."""
         running = [r for r in replicas if r.running]
-        found = await asyncio.gather(*(self._one(r) for r in running))
+        try:
+            raw = await self.runtime.stats([r.id for r in running])
+        except LegatoError as exc:
+            self.failures += 1
+            log.warning("container stats: %s", exc.message)
+            return {}
         by_service: dict[str, dict[str, ReplicaSample]] = {}
-        for replica, sample in zip(running, found, strict=True):
-            if sample is not None:
-                by_service.setdefault(replica.service, {})[replica.id] = sample
+        for replica in running:
+            counters = raw.get(replica.id)
+            if counters is None:
+                continue
+            before = self._raw.get(replica.id)
+            self._raw[replica.id] = counters
+            by_service.setdefault(replica.service, {})[replica.id] = ReplicaSample(
+                replica_id=replica.id, name=replica.name, at=counters.at,
+                cpu_percent=cpu_percent(before, counters) if before else None,
+                memory_used=counters.memory_used, memory_limit=counters.memory_limit,
+                network_rx=counters.network_rx, network_tx=counters.network_tx,
+            )
         live = {r.id for r in running}
         self._raw = {k: v for k, v in self._raw.items() if k in live}
         self._latest = by_service
         rounds: dict[str, ServiceSample] = {}
-        if not found:
-            return rounds
-        at = max((s.at for samples in by_service.values() for s in samples.values()), default=0.0)
         for service, samples in by_service.items():
+            at = max(s.at for s in samples.values())
             summary = summarize(at, list(samples.values()))
             series = self._series.setdefault(service, deque())
             series.append(summary)
@@ -118,28 +128,13 @@ class StatsSampler:
         self.rounds += 1
         return rounds
 
-    async def _one(self, replica: Replica) -> ReplicaSample | None:
-        async with self._limit:
-            try:
-                raw = await self.runtime.stats(replica.id)
-            except LegatoError as exc:
-                self.failures += 1
-                log.debug("stats of %s: %s", replica.name, exc.message)
-                return None
-        if raw is None:
-            return None
-        before = self._raw.get(replica.id)
-        self._raw[replica.id] = raw
-        return ReplicaSample(
-            replica_id=replica.id, name=replica.name, at=raw.at,
-            cpu_percent=cpu_percent(before, raw) if before else None,
-            memory_used=raw.memory_used, memory_limit=raw.memory_limit,
-            network_rx=raw.network_rx, network_tx=raw.network_tx,
-        )
-
     def latest(self, service: str) -> list[ReplicaSample]:
         """The last sample of each running replica of `service`."""
         return sorted(self._latest.get(service, {}).values(), key=lambda s: s.name)
+
+    def last(self, service: str) -> ServiceSample | None:
+        series = self._series.get(service)
+        return series[-1] if series else None
 
     def series(self, service: str, since: float = 0.0) -> list[ServiceSample]:
         """The service's round figures from `since` on (at most the last hour)."""

@@ -6,7 +6,7 @@ conformance suite in tests/integration/test_runtime_conformance.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -123,8 +123,8 @@ class Runtime(Protocol):
     async def resume_replica(self, replica_id: str) -> Replica:
         """Start a stopped replica again, as it was (a sleeping service wakes this way)."""
 
-    async def stats(self, replica_id: str) -> ReplicaStats | None:
-        """Resource counters of a running replica now; None when it is gone."""
+    async def stats(self, replica_ids: Sequence[str]) -> dict[str, ReplicaStats]:
+        """Resource counters of running replicas now, by id (the ones gone are left out)."""
 
     async def remove_replica(self, replica_id: str) -> None:
         """Remove a replica, stopping it first if needed. Missing is fine."""

@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -21,6 +21,7 @@ import docker
 import docker.errors
 
 from legato.errors import ImageNotFound, RuntimeFailure
+from legato.runtime import cgroups
 from legato.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_ENVIRONMENT,
@@ -54,6 +55,10 @@ class DockerRuntime:
         )
         self._pool = ThreadPoolExecutor(_POOL, thread_name_prefix="docker")
         self._inspected: dict[tuple[str, str], Replica] = {}
+        self._pids: dict[str, int] = {}  # running container -> its init process on this host
+        # A daemon on this machine: its containers' counters are read from their cgroups.
+        self._local = (not base_url or base_url.startswith("unix://")) and cgroups.CGROUP.is_dir()
+        self._cgroups = cgroups.CgroupReader()
         try:
             self.node = str(self._api.info().get("Name", "local"))
         except Exception as exc:
@@ -144,6 +149,11 @@ class DockerRuntime:
         data = await self._call(self._api.inspect_container, container_id)
         replica = _replica_from_inspect(data, self.node)
         self._inspected[(replica.id, replica.state)] = replica
+        pid = int(data["State"].get("Pid") or 0)
+        if replica.running and pid > 0:
+            self._pids[replica.id] = pid
+        else:
+            self._pids.pop(replica.id, None)
         return replica
 
     async def list_replicas(self, service: str | None = None) -> list[Replica]:
@@ -166,6 +176,8 @@ class DockerRuntime:
             for key in list(self._inspected):
                 if key not in live:
                     del self._inspected[key]
+            running = {cid for cid, state in keys if state == "running"}
+            self._pids = {k: v for k, v in self._pids.items() if k in running}
         return [self._inspected[k] for k in keys if k in self._inspected]
 
     async def stop_replica(self, replica_id: str, timeout_s: float = 10) -> None:
@@ -176,18 +188,44 @@ class DockerRuntime:
         await self._call(self._api.start, replica_id)
         return await self._inspect(replica_id)
 
-    async def stats(self, replica_id: str) -> ReplicaStats | None:
-        try:
-            raw = await self._call(self._api.stats, replica_id, stream=False, one_shot=True)
-        except docker.errors.NotFound:
-            return None
-        return _stats_from_api(replica_id, cast(dict[str, Any], raw))
+    async def stats(self, replica_ids: Sequence[str]) -> dict[str, ReplicaStats]:
+        """Local containers' counters come from their cgroups, all read in one job on one
+        thread (50 jobs at once cost 8 times the CPU, in thread switches); the rest, and any
+        that fails there, from Docker's stats API."""
+        local = [(i, self._pids[i]) for i in replica_ids if self._local and i in self._pids]
+        found: dict[str, ReplicaStats] = {}
+        if local:
+            loop = asyncio.get_running_loop()
+            read = await loop.run_in_executor(self._pool, self._cgroups.read_all, local)
+            for replica_id, result in read.items():
+                if isinstance(result, Exception):  # stopped meanwhile, another layout
+                    log.debug("cgroup stats of %s: %s; asking Docker", replica_id[:12], result)
+                else:
+                    found[replica_id] = result
+        rest = [i for i in replica_ids if i not in found]
+        limit = asyncio.Semaphore(8)
+
+        async def ask(replica_id: str) -> ReplicaStats | None:
+            async with limit:
+                try:
+                    raw = await self._call(self._api.stats, replica_id, stream=False,
+                                           one_shot=True)
+                except docker.errors.NotFound:
+                    return None
+            return _stats_from_api(replica_id, cast(dict[str, Any], raw))
+
+        for replica_id, stats in zip(rest, await asyncio.gather(*(ask(i) for i in rest)),
+                                     strict=True):
+            if stats is not None:
+                found[replica_id] = stats
+        return found
 
     async def remove_replica(self, replica_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             await self._call(self._api.remove_container, replica_id, force=True)
         for key in [k for k in self._inspected if k[0] == replica_id]:
             del self._inspected[key]
+        self._pids.pop(replica_id, None)
 
     def volume_name(self, service: str, volume: str) -> str:
         return f"lg-{self.instance}-{service}-{volume}"

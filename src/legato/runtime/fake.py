@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 
 from legato.errors import ImageNotFound, RuntimeFailure
@@ -140,8 +140,16 @@ class FakeRuntime:
         self._emit("start", resumed)
         return resumed
 
-    async def stats(self, replica_id: str) -> ReplicaStats | None:
+    async def stats(self, replica_ids: Sequence[str]) -> dict[str, ReplicaStats]:
         """Counters from `usage` (default: idle, 64 MiB of a 1 GiB limit)."""
+        found = {}
+        for replica_id in replica_ids:
+            stats = self._stats(replica_id)
+            if stats is not None:
+                found[replica_id] = stats
+        return found
+
+    def _stats(self, replica_id: str) -> ReplicaStats | None:
         replica = self._replicas.get(replica_id)
         if replica is None or not replica.running:
             return None

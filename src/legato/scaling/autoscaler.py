@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from legato.errors import LegatoError
 from legato.scaling.policy import Decision, Signals, decide
 from legato.store import Service
+from legato.ticker import Ticker
 
 if TYPE_CHECKING:
     from legato.platform import Platform
@@ -27,11 +28,19 @@ ACTOR = "autoscaler"
 class Autoscaler:
     def __init__(self, platform: Platform, interval_s: float) -> None:
         self.platform = platform
-        self.interval_s = interval_s
+        self.ticker = Ticker(interval_s)
         self.started_at = time.time()
         self.evaluations = 0
         self._at_max: set[str] = set()  # services told once that they are at max_replicas
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def interval_s(self) -> float:
+        return self.ticker.interval_s
+
+    @interval_s.setter
+    def interval_s(self, value: float) -> None:
+        self.ticker.interval_s = value
 
     def start(self) -> None:
         self.started_at = time.time()
@@ -44,7 +53,7 @@ class Autoscaler:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await self.ticker.wait()
             try:
                 await self.evaluate_all()
             except Exception:
