@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     stats_interval_s: float = Field(5.0, gt=0)  # container stats and metric snapshots
     autoscale_interval_s: float = Field(10.0, gt=0)  # how often policies are evaluated
     wake_timeout_s: float = Field(30.0, gt=0)  # a request to a sleeping service waits this long
+    # Access control (SPEC §3); each of these may also be changed with PATCH /config.
+    session_days: int = Field(7, ge=1, le=365)  # a login session lasts this long, renewable
+    max_tokens_per_user: int = Field(20, ge=1, le=10_000)  # active API tokens per owner
+    # Privileged containers, added capabilities, host namespaces, devices and host paths: off
+    # unless enabled, and then for admins only.
+    allow_privileged_specs: bool = False
+    # Outbound webhooks never reach loopback, private, link-local or metadata addresses, except
+    # these (IPs or CIDRs, JSON list in the environment).
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    # Requests per minute by class, over the defaults (JSON in the environment, e.g.
+    # {"reads": 5000}); classes: reads, writes, bulk, auth (per IP), webhooks.
+    rate_limits: dict[str, int] = Field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:

@@ -52,6 +52,11 @@ class Conflict(LegatoError):
     code = "CONFLICT"
 
 
+class PreconditionFailed(LegatoError):
+    status = 412
+    code = "PRECONDITION_FAILED"
+
+
 class ValidationFailed(LegatoError):
     status = 422
     code = "VALIDATION_FAILED"

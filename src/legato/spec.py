@@ -95,8 +95,13 @@ class Placement(_Strict):
 
 
 class Volume(_Strict):
-    name: Slug
+    """A named volume Legato manages (`name`), or a directory of the host (`host_path`, a
+    privileged field: only admins may use it, and only once enabled)."""
+
+    name: Slug | None = None
+    host_path: str | None = Field(None, max_length=4096)
     path: str
+    read_only: bool = False
 
     @field_validator("path")
     @classmethod
@@ -104,6 +109,20 @@ class Volume(_Strict):
         if not value.startswith("/") or ".." in value.split("/") or value == "/":
             raise ValueError("volume path must be an absolute path inside the container, not /")
         return value
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or ".." in value.split("/")
+                                  or "\0" in value or ":" in value or "," in value):
+            raise ValueError("host_path must be an absolute path without .., : or ,")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        if (self.name is None) == (self.host_path is None):
+            raise ValueError("a volume has either a name (a managed volume) or a host_path")
+        return self
 
 
 class DeployConfig(_Strict):
@@ -247,6 +266,13 @@ class ServiceSpec(_Strict):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     scaling: Scaling = Field(default_factory=Scaling)
     sleep: Sleep = Field(default_factory=Sleep)
+    # Privileged fields (PRIVILEGED_FIELDS): refused unless an admin asks and an admin has
+    # enabled them (allow_privileged_specs).
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # /dev/fuse, or /dev/host-path:/dev/container-path[:rwm]
+    network_mode: Literal["bridge", "host"] = "bridge"
+    pid_mode: Literal["private", "host"] = "private"
 
     @model_validator(mode="before")
     @classmethod
@@ -320,16 +346,48 @@ class ServiceSpec(_Strict):
                 raise ValueError(f"invalid label {key!r}: the legato. prefix is reserved")
         return value
 
+    @field_validator("cap_add")
+    @classmethod
+    def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        normal = tuple(c.upper().removeprefix("CAP_") for c in value)
+        for capability in normal:
+            if not _CAPABILITY.fullmatch(capability):
+                raise ValueError(f"invalid capability {capability!r}")
+        return normal
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for device in value:
+            if not _DEVICE.fullmatch(device) or ".." in device.split("/"):
+                raise ValueError(f"invalid device {device!r}: give /dev/name, optionally "
+                                 ":/dev/name-inside and :rwm permissions")
+        return value
+
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSpec:
         if (self.image is None) == (self.build is None):
             raise ValueError("give either image or build (a git repository to build), not both")
         if not self.domains and not self.internal:
             object.__setattr__(self, "domains", (f"{self.name}.localhost",))
-        names = [v.name for v in self.volumes]
+        names = [v.name for v in self.volumes if v.name is not None]
         if len(names) != len(set(names)):
             raise ValueError("volume names must be unique")
+        if self.network_mode == "host" and (self.replicas > 1 or self.scaling.mode == "auto"):
+            raise ValueError("a service on the host network runs one replica (its port is the "
+                             "host's), so replicas ≤ 1 and manual scaling")
         return self
+
+    def privileges(self) -> list[str]:
+        """The privileged fields this spec uses (empty for an ordinary service)."""
+        used = [name for name, on in (
+            ("privileged", self.privileged), ("cap_add", bool(self.cap_add)),
+            ("devices", bool(self.devices)), ("network_mode", self.network_mode == "host"),
+            ("pid_mode", self.pid_mode == "host"),
+        ) if on]
+        if any(v.host_path is not None for v in self.volumes):
+            used.append("volumes.host_path")
+        return used
 
     @property
     def health(self) -> HealthCheck:
@@ -354,8 +412,10 @@ class ServiceSpec(_Strict):
 
 _CONTAINER_FIELDS = {
     "build", "name", "project", "environment", "command", "port", "env", "resources", "placement",
-    "volumes", "labels",
+    "volumes", "labels", "privileged", "cap_add", "devices", "network_mode", "pid_mode",
 }
+_CAPABILITY = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
+_DEVICE = re.compile(r"/dev/[A-Za-z0-9._/-]{1,200}(:/dev/[A-Za-z0-9._/-]{1,200})?(:[rwm]{1,3})?")
 
 
 def _env_value(value: Any) -> Any:

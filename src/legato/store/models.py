@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -126,8 +128,14 @@ class MetricPoint:
     data: dict[str, Any]
 
 
+TokenKind = Literal["api", "session"]
+
+
 @dataclass(frozen=True)
 class Token:
+    """An API token or a login session. `user_id` is its owner (None for tokens made by the
+    bootstrap token, which belong to no user); `projects` empty means every project."""
+
     id: str
     name: str
     prefix: str
@@ -137,9 +145,76 @@ class Token:
     revoked_at: datetime | None
     last_used_at: datetime | None
     projects: tuple[str, ...] = field(default=())
+    user_id: str | None = None
+    user_email: str | None = None
+    kind: TokenKind = "api"
 
     def allows(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def sees(self, project: str) -> bool:
+        """Whether objects of `project` exist for this token (a scoped token sees only its
+        own projects; for every other one it gets the answer a missing object gets)."""
+        return not self.projects or project in self.projects
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.projects)
+
+    @property
+    def principal(self) -> str:
+        """Who acts: the user behind the token, or the token itself when it has no user."""
+        return self.user_id or self.id
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user_email}" if self.user_email else f"token:{self.name}"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str
+    role: Role
+    created_at: datetime
+    updated_at: datetime
+    disabled_at: datetime | None
+    last_login_at: datetime | None
+    has_password: bool
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One write through the API: who, what, on what, and how it ended."""
+
+    id: int
+    at: datetime
+    actor: str
+    actor_id: str | None
+    action: str
+    method: str
+    path: str
+    target: str | None
+    project: str | None
+    status: int
+    result: Literal["success", "failure"]
+    request_id: str
+    ip: str | None
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    at: datetime
+    kind: str  # deployment_failed, crash_loop, token_expiring
+    title: str
+    message: str
+    project: str | None
+    service: str | None
+    recipient: str | None  # a principal; None: everyone who sees the project
+    data: dict[str, Any]
+    read: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,3 +273,26 @@ class Webhook:
     enabled: bool
     created_at: datetime
     last_delivery: dict[str, Any] | None = None  # id, event, received_at, result
+
+
+def spec_document(service: Service, deployment: Deployment | None) -> dict[str, Any]:
+    """The spec as applied (GET /services/{name}/spec): the current deployment's, with the
+    service's own replica count and policies."""
+    if deployment is None:
+        return {"name": service.name, "project": service.project,
+                "environment": service.environment, "replicas": service.replicas}
+    return {**deployment.spec.to_json(), "replicas": service.replicas,
+            "scaling": service.scaling.model_dump(mode="json"),
+            "sleep": service.sleep.model_dump(mode="json")}
+
+
+def spec_etag(document: dict[str, Any]) -> str:
+    """A strong ETag of a spec document: equal documents, equal tags."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_match: str, etag: str) -> bool:
+    """RFC 9110 If-Match: `*`, or any of a comma-separated list of tags (weak ones too)."""
+    tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
+    return "*" in tags or etag in tags

@@ -21,16 +21,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from legato.access import UNPRIVILEGED, Grant
 from legato.crypto import Keyring
 from legato.errors import (
     Conflict,
     DeploymentInProgress,
     DeploymentNotActive,
     DeploymentNotFound,
-    NotFound,
+    PreconditionFailed,
     ServiceNotFound,
 )
 from legato.spec import Scaling, ServiceSpec, Sleep
+from legato.store import access, hooks
+from legato.store.access import AccessRecords
+from legato.store.hooks import HookRecords
 from legato.store.models import (
     FINISHED_DEPLOYMENT,
     STEPS,
@@ -41,6 +45,9 @@ from legato.store.models import (
     Removal,
     Service,
     Token,
+    etag_matches,
+    spec_document,
+    spec_etag,
 )
 from legato.store.projects import ProjectRecords
 
@@ -213,6 +220,7 @@ MIGRATIONS: Sequence[str] = (
         updated_at TEXT NOT NULL
     );
     """,
+    access.MIGRATION + hooks.MIGRATION,
 )
 
 _DEPLOYMENT_CACHE_MAX = 2048  # deployments kept in memory besides the services' current ones
@@ -234,7 +242,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-class Store(ProjectRecords):
+class Store(ProjectRecords, AccessRecords, HookRecords):
     """All state lives here. Reads of services and current deployments come from memory;
     every write is a short transaction run off the event loop."""
 
@@ -321,6 +329,18 @@ class Store(ProjectRecords):
 
         return await self._run(transaction)
 
+    def _check_etag(self, db: sqlite3.Connection, name: str, if_match: str) -> None:
+        """PreconditionFailed unless the service's spec (as this transaction sees it) has an
+        ETag that `if_match` names."""
+        service = _load_service(db, name)
+        deployment = (self._load_deployment(db, service.deployment_id)
+                      if service.deployment_id else None)
+        etag = spec_etag(spec_document(service, deployment))
+        if not etag_matches(if_match, etag):
+            raise PreconditionFailed(
+                f"the spec of {name} changed since it was read (If-Match {if_match} is not "
+                f"{etag}); read it again and retry", details={"name": name, "etag": etag})
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
@@ -344,6 +364,10 @@ class Store(ProjectRecords):
         self._deployments[deployment.id] = deployment
 
     # services -------------------------------------------------------------------------------
+
+    def service_now(self, name: str) -> Service | None:
+        """The service from memory, without waiting (None when there is none)."""
+        return self._services.get(name)
 
     async def get_service(self, name: str) -> Service:
         service = self._services.get(name)
@@ -378,12 +402,17 @@ class Store(ProjectRecords):
         return self._deployments.get(service.deployment_id or "")
 
     async def apply_spec(
-        self, spec: ServiceSpec, *, actor: str, reason: str, supersede: bool = False
+        self, spec: ServiceSpec, *, actor: str, reason: str, supersede: bool = False,
+        grant: Grant = UNPRIVILEGED, if_match: str | None = None,
     ) -> tuple[Service, Deployment | None]:
         """Create or update a service; a new deployment only when what runs changes (while one
-        is in flight: DeploymentInProgress, unless `supersede`)."""
+        is in flight: DeploymentInProgress, unless `supersede`). A spec with privileged fields
+        needs a `grant`; with `if_match`, the service's spec must still have that ETag."""
+        grant.check(spec)
 
         def apply(db: sqlite3.Connection) -> tuple[Service, Deployment | None]:
+            if if_match is not None:
+                self._check_etag(db, spec.name, if_match)
             self._ensure_project(db, spec.project, spec.environment)
             row = db.execute("SELECT * FROM services WHERE name = ?", (spec.name,)).fetchone()
             stamp = _ts(now())
@@ -427,13 +456,16 @@ class Store(ProjectRecords):
         return await self._write(apply)
 
     async def set_replicas(
-        self, name: str, replicas: int, *, expect: int | None = None
+        self, name: str, replicas: int, *, expect: int | None = None,
+        if_match: str | None = None,
     ) -> tuple[Service, int]:
         """Set the replica count (waking a sleeping service when more than 0); with `expect`,
         only if the count is still that (an autoscaler's decision on fresh figures)."""
 
         def scale(db: sqlite3.Connection) -> tuple[Service, int]:
             previous = _load_service(db, name)
+            if if_match is not None:
+                self._check_etag(db, name, if_match)
             if expect is not None and previous.replicas != expect:
                 return previous, previous.replicas
             stamp = _ts(now())
@@ -480,12 +512,15 @@ class Store(ProjectRecords):
 
         return await self._write(update)
 
-    async def set_scaling(self, name: str, scaling: Scaling) -> tuple[Service, Scaling]:
+    async def set_scaling(self, name: str, scaling: Scaling, *,
+                          if_match: str | None = None) -> tuple[Service, Scaling]:
         """Replace the scaling policy; in auto mode the replica count moves into its bounds.
         The service and the policy it had."""
 
         def update(db: sqlite3.Connection) -> tuple[Service, Scaling]:
             service = _load_service(db, name)
+            if if_match is not None:
+                self._check_etag(db, name, if_match)
             stamp = _ts(now())
             replicas = (_within(scaling, service.replicas) if scaling.mode == "auto"
                         else service.replicas)
@@ -499,12 +534,15 @@ class Store(ProjectRecords):
 
         return await self._write(update)
 
-    async def delete_service(self, name: str, *, keep_data: bool) -> Service:
+    async def delete_service(self, name: str, *, keep_data: bool,
+                             if_match: str | None = None) -> Service:
         """Forget a service and record its removal, which the reconciler carries out (and
         finds again after a crash): containers, route and, unless `keep_data`, volumes."""
 
         def delete(db: sqlite3.Connection) -> Service:
             service = _load_service(db, name)
+            if if_match is not None:
+                self._check_etag(db, name, if_match)
             for table, column in (("services", "name"), ("events", "service")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))  # noqa: S608
             db.execute(
@@ -560,16 +598,22 @@ class Store(ProjectRecords):
         copy_of: Deployment | None = None,
         forced: bool = False,
         promoted: bool = False,
+        grant: Grant = UNPRIVILEGED,
+        if_match: str | None = None,
     ) -> Deployment:
         """A new deployment of an existing service, which becomes its current one.
 
         `copy_of` (rollbacks) reuses that deployment's resolved image and fingerprint, so
         nothing is pulled or rebuilt. While another deployment is in flight this raises
-        DeploymentInProgress, unless `supersede` (which cancels it).
+        DeploymentInProgress, unless `supersede` (which cancels it). A spec with privileged
+        fields needs a `grant`; with `if_match`, the spec must still have that ETag.
         """
+        grant.check(spec)
 
         def create(db: sqlite3.Connection) -> Deployment:
             _load_service(db, spec.name)
+            if if_match is not None:
+                self._check_etag(db, spec.name, if_match)
             deployment = self._insert_deployment(
                 db, spec, actor=actor, reason=reason, supersede=supersede, copy_of=copy_of,
                 forced=forced, promoted=promoted,
@@ -995,84 +1039,6 @@ class Store(ProjectRecords):
 
         await self._write(write)
 
-    # tokens ---------------------------------------------------------------------------------
-
-    async def create_token(
-        self,
-        *,
-        name: str,
-        role: str,
-        token_hash: str,
-        prefix: str,
-        expires_at: datetime | None,
-        projects: Sequence[str] = (),
-    ) -> Token:
-        token_id = new_id("tok")
-
-        def insert(db: sqlite3.Connection) -> Token:
-            db.execute(
-                "INSERT INTO tokens (id, name, prefix, hash, role, projects, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (token_id, name, prefix, token_hash, role, json.dumps(list(projects)),
-                 _ts(now()), _ts(expires_at)),
-            )
-            return _load_token(db, token_id)
-
-        try:
-            return await self._write(insert)
-        finally:
-            self._forget_tokens()
-
-    async def token_by_hash(self, token_hash: str) -> Token | None:
-        """The token with this hash. Every request asks, so known tokens are answered from
-        memory; this store is their only writer and forgets them on every token write."""
-        if (cached := self._tokens.get(token_hash)) is not None:
-            return cached
-        generation = self._token_generation
-        row = await self._run(
-            lambda db: db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
-        )
-        if row is None:
-            return None
-        token = _token(row)
-        if generation == self._token_generation:  # no token write happened meanwhile
-            self._tokens[token_hash] = token
-        return token
-
-    def _forget_tokens(self) -> None:
-        self._token_generation += 1
-        self._tokens.clear()
-
-    async def list_tokens(self) -> list[Token]:
-        rows = await self._run(
-            lambda db: db.execute("SELECT * FROM tokens ORDER BY created_at").fetchall()
-        )
-        return [_token(r) for r in rows]
-
-    async def count_tokens(self) -> int:
-        return await self._run(lambda db: int(db.execute("SELECT COUNT(*) FROM tokens").fetchone()[0]))
-
-    async def revoke_token(self, token_id: str) -> Token:
-        def revoke(db: sqlite3.Connection) -> Token:
-            _load_token(db, token_id)
-            db.execute(
-                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-                (_ts(now()), token_id),
-            )
-            return _load_token(db, token_id)
-
-        try:
-            return await self._write(revoke)
-        finally:
-            self._forget_tokens()
-
-    async def touch_token(self, token_id: str) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE tokens SET last_used_at = ? WHERE id = ?", (_ts(now()), token_id)
-            )
-        )
-
 
 def _apply(changes: list[Callable[[], None]]) -> None:
     for change in changes:
@@ -1159,24 +1125,3 @@ def _load_service(db: sqlite3.Connection, name: str) -> Service:
 
 def _env_aad(deployment_id: str, key: str | None = None) -> str:
     return f"deployment:{deployment_id}:env" + (f":{key}" if key else "")
-
-
-def _token(row: sqlite3.Row) -> Token:
-    return Token(
-        id=row["id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        role=row["role"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-        expires_at=_dt(row["expires_at"]),
-        revoked_at=_dt(row["revoked_at"]),
-        last_used_at=_dt(row["last_used_at"]),
-        projects=tuple(json.loads(row["projects"])),
-    )
-
-
-def _load_token(db: sqlite3.Connection, token_id: str) -> Token:
-    row = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"token not found: {token_id}", code="TOKEN_NOT_FOUND")
-    return _token(row)
