@@ -430,6 +430,9 @@ class Legato:
             "LEGATO_EDGE_HOST": LOCALHOST,
             "LEGATO_BOOTSTRAP_TOKEN": self.token,
             "LEGATO_GIT_ALLOW_LOCAL": "true",  # source_deploy builds from a repository on disk
+            # Polling and load far beyond any client's: the limits have tests of their own.
+            "LEGATO_RATE_LIMITS": json.dumps(dict.fromkeys(
+                ("reads", "writes", "bulk", "auth", "webhooks"), 10_000_000)),
             **self.settings,
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -10,8 +11,12 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from legato.errors import Unauthorized, ValidationFailed
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from legato.errors import BadRequest, Unauthorized, ValidationFailed
 from legato.store import Store, Token
+from legato.store.models import User
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,11 @@ async def issue_token(
     expires_in_days: int | None = None,
     projects: tuple[str, ...] = (),
     plaintext: str | None = None,
+    user_id: str | None = None,
+    cap: int | None = None,
 ) -> tuple[Token, str]:
-    """Create a token; the plaintext is returned here and never again."""
+    """Create an API token; the plaintext is returned here and never again. With `cap`, the
+    owner may hold at most that many active API tokens."""
     if expires_in_days is not None and expires_in_days not in EXPIRY_DAYS:
         raise ValidationFailed(
             f"expires_in_days must be one of {EXPIRY_DAYS} or null (never)",
@@ -53,9 +61,86 @@ async def issue_token(
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     record = await store.create_token(
         name=name, role=role, token_hash=hash_token(token), prefix=display_prefix(token),
-        expires_at=expires_at, projects=projects,
+        expires_at=expires_at, projects=projects, user_id=user_id, cap=cap,
     )
     return record, token
+
+
+# users and sessions -------------------------------------------------------------------------
+
+# Argon2id with RFC 9106's second recommended profile (t=3, 64 MiB, p=4): argon2-cffi's default.
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("legato: a password no one has")  # verified when the email is unknown
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024
+
+
+def check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ValidationFailed(f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+                               code="WEAK_PASSWORD")
+
+
+async def hash_password(password: str) -> str:
+    check_password(password)
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def _verify(password_hash: str, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+async def check_login(store: Store, email: str, password: str) -> User:
+    """The user with this email and password. A wrong password, an unknown email and a
+    disabled user get the same answer, after the same work."""
+    found = await store.user_login(normalize_email(email))
+    user, password_hash = found if found else (None, None)
+    ok = await _verify(password_hash or _DUMMY_HASH, password[:MAX_PASSWORD])
+    if user is None or password_hash is None or not ok or user.disabled_at is not None:
+        raise Unauthorized("invalid email or password", code="LOGIN_FAILED")
+    return user
+
+
+async def login(store: Store, email: str, password: str, *, days: int) -> tuple[Token, str, User]:
+    """A session for the user with this email and password."""
+    user = await check_login(store, email, password)
+    token, plaintext = await _session(store, user, days=days)
+    return token, plaintext, await store.update_user(user.id, logged_in=True)
+
+
+async def renew(store: Store, current: Token, *, days: int) -> tuple[Token, str]:
+    """A new session in place of the current one (which ends now)."""
+    if current.kind != "session" or current.user_id is None:
+        raise BadRequest("only a login session can be renewed; API tokens are made anew",
+                         code="NOT_A_SESSION")
+    user = await store.get_user(current.user_id)
+    return await _session(store, user, days=days, replaces=current.id)
+
+
+async def _session(store: Store, user: User, *, days: int,
+                   replaces: str | None = None) -> tuple[Token, str]:
+    plaintext = generate_token()
+    token = await store.create_token(
+        name=f"session of {user.email}", role=user.role, token_hash=hash_token(plaintext),
+        prefix=display_prefix(plaintext), expires_at=datetime.now(UTC) + timedelta(days=days),
+        user_id=user.id, kind="session", replaces=replaces)
+    return token, plaintext
+
+
+def normalize_email(email: str) -> str:
+    value = email.strip().lower()
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise ValidationFailed(f"not an email address: {email!r}", code="INVALID_EMAIL")
+    return value
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 async def authenticate(store: Store, header: str | None) -> Token:

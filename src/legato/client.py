@@ -542,3 +542,50 @@ class Client:
 
     def delete_webhook(self, webhook_id: str) -> None:
         self._send("DELETE", f"/webhooks/{_seg(webhook_id)}")
+
+    # outbound webhooks ------------------------------------------------------------------------
+
+    def list_webhook_endpoints(self, limit: int | None = None,
+                               cursor: str | None = None) -> JSON:
+        """One page of outbound webhook endpoints: {items, next_cursor}."""
+        return self._json("GET", "/webhook-endpoints", params=_params(limit=limit, cursor=cursor))
+
+    def create_webhook_endpoint(self, url: str, events: list[str], project: str | None = None,
+                                description: str | None = None, active: bool = True) -> JSON:
+        """Subscribe `url` to events (or ["*"]); the answer holds the signing secret, this once."""
+        body: JSON = {"url": url, "events": events, "active": active}
+        if project is not None:
+            body["project"] = project
+        if description is not None:
+            body["description"] = description
+        return self._json("POST", "/webhook-endpoints", json=body)
+
+    def get_webhook_endpoint(self, endpoint_id: str) -> JSON:
+        return self._json("GET", f"/webhook-endpoints/{_seg(endpoint_id)}")
+
+    def update_webhook_endpoint(self, endpoint_id: str, **changes: Any) -> JSON:
+        """Change url, events, description or active (only those given)."""
+        return self._json("PATCH", f"/webhook-endpoints/{_seg(endpoint_id)}", json=changes)
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        self._send("DELETE", f"/webhook-endpoints/{_seg(endpoint_id)}")
+
+    def ping_webhook_endpoint(self, endpoint_id: str) -> JSON:
+        """Send a ping event now; the delivery (pending) to follow."""
+        return self._json("POST", f"/webhook-endpoints/{_seg(endpoint_id)}/ping")
+
+    def list_webhook_deliveries(self, endpoint_id: str, status: str | None = None,
+                                limit: int | None = None, cursor: str | None = None) -> JSON:
+        """One page of an endpoint's deliveries, newest first: {items, next_cursor}."""
+        return self._json("GET", f"/webhook-endpoints/{_seg(endpoint_id)}/deliveries",
+                          params=_params(status=status, limit=limit, cursor=cursor))
+
+    def get_webhook_delivery(self, endpoint_id: str, delivery_id: str) -> JSON:
+        """A delivery with its payload and every attempt."""
+        return self._json("GET", f"/webhook-endpoints/{_seg(endpoint_id)}/deliveries/"
+                                 f"{_seg(delivery_id)}")
+
+    def redeliver_webhook(self, endpoint_id: str, delivery_id: str) -> JSON:
+        """Send a delivery's payload again as a new delivery."""
+        return self._json("POST", f"/webhook-endpoints/{_seg(endpoint_id)}/deliveries/"
+                                  f"{_seg(delivery_id)}/redeliver")

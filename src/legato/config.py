@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Outbound webhooks never reach loopback, private, link-local or metadata addresses, except
     # these (IPs or CIDRs, JSON list in the environment).
     webhook_allowed_hosts: tuple[str, ...] = ()
+    # A failed delivery is retried after this, doubling each time (at most an hour apart).
+    webhook_retry_base_s: float = Field(10.0, gt=0)
     # Requests per minute by class, over the defaults (JSON in the environment, e.g.
     # {"reads": 5000}); classes: reads, writes, bulk, auth (per IP), webhooks.
     rate_limits: dict[str, int] = Field(default_factory=dict)

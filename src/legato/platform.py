@@ -7,13 +7,14 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from legato.access import UNPRIVILEGED, AccessPolicy, Grant
 from legato.build.builder import Builder, DockerBuilder
 from legato.build.log import BuildLogs
 from legato.config import Settings
@@ -23,6 +24,8 @@ from legato.errors import BadRequest, Conflict, DeploymentInProgress, LegatoErro
 from legato.gitops import GitOps
 from legato.health import ProbeResult
 from legato.monitor.monitor import Monitor
+from legato.notify import Notifier
+from legato.outbound.deliverer import Deliverer
 from legato.reconcile.loop import Reconciler
 from legato.registry import Registry
 from legato.release import Releases
@@ -30,6 +33,7 @@ from legato.runtime.base import LogLine, Replica, Runtime
 from legato.scaling.autoscaler import Autoscaler
 from legato.spec import Scaling, ServiceSpec
 from legato.store import Deployment, Service, Store
+from legato.store.projects import ProjectNotFound
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -90,12 +94,17 @@ def parse_spec(raw: Any) -> ServiceSpec:
     return validated(ServiceSpec, raw, "service spec")
 
 
+def _everything(project: str) -> bool:
+    return True
+
+
 class Platform:
     """One Legato installation: its state, its runtime and its edge."""
 
     def __init__(self, settings: Settings, store: Store, runtime: Runtime, edge: Edge,
                  builder: Builder | None = None) -> None:
         self.settings = settings
+        self.access = AccessPolicy.from_settings(settings)
         self.store = store
         self.runtime = runtime
         self.edge = edge
@@ -118,6 +127,9 @@ class Platform:
         )
         self.waker = Waker(settings.wake_socket, self, timeout_s=settings.wake_timeout_s)
         self.autoscaler = Autoscaler(self, settings.autoscale_interval_s)
+        self.notifier = Notifier(store)
+        self.deliverer = Deliverer(store, self.access,
+                                   retry_base_s=settings.webhook_retry_base_s)
         self._waking: dict[str, float] = {}  # service -> when a request woke it (monotonic)
         self.started_at = time.time()
 
@@ -130,8 +142,12 @@ class Platform:
         await self.reconciler.start(self.edge.routes())
         self.monitor.start()
         self.autoscaler.start()
+        self.notifier.start()
+        await self.deliverer.start()
 
     async def close(self) -> None:
+        await self.deliverer.close()
+        await self.notifier.close()
         await self.autoscaler.close()
         await self.monitor.close()
         await self.waker.close()
@@ -145,10 +161,14 @@ class Platform:
     # services -------------------------------------------------------------------------------
 
     async def deploy(
-        self, raw_services: list[Any], *, actor: str, supersede: bool = False
+        self, raw_services: list[Any], *, actor: str, supersede: bool = False,
+        grant: Grant = UNPRIVILEGED, sees: Callable[[str], bool] = _everything,
+        if_match: str | None = None,
     ) -> DeployResult:
         """Apply seed 001's payload: every valid service is deployed, every bad one reported
-        (a service whose deployment is still in flight too, unless `supersede`)."""
+        (a service whose deployment is still in flight too, unless `supersede`). A project
+        the caller does not `see` is reported as missing; `if_match` holds for a payload of
+        one service."""
         deployed: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -159,8 +179,16 @@ class Platform:
                 if spec.name in seen:
                     raise ValidationFailed(f"service {spec.name} appears twice in one payload")
                 seen.add(spec.name)
+                if not sees(spec.project):
+                    raise ProjectNotFound(spec.project)
+                existing = self.store.service_now(spec.name)
+                if existing is not None and not sees(existing.project):
+                    # Names are unique platform-wide; which project holds it stays unsaid.
+                    raise Conflict(f"service name taken: {spec.name}", code="SERVICE_NAME_TAKEN",
+                                   details={"name": spec.name})
                 service, deployment = await self.store.apply_spec(
-                    spec, actor=actor, reason="deploy", supersede=supersede)
+                    spec, actor=actor, reason="deploy", supersede=supersede, grant=grant,
+                    if_match=if_match if len(raw_services) == 1 else None)
             except LegatoError as exc:
                 errors.append({"index": index, "name": name, "error": exc.message,
                                "code": exc.code, "status": exc.status, "details": exc.details})
@@ -205,10 +233,12 @@ class Platform:
         *,
         after: str | None = None,
         limit: int | None = None,
+        projects: list[str] | None = None,
     ) -> list[ServiceView]:
-        """Views of the services by name: after `after`, at most `limit` of them."""
+        """Views of the services by name: after `after`, at most `limit` of them (of
+        `projects` only, if given)."""
         found = await self.store.list_services_with_deployments(
-            project, environment, after=after, limit=limit
+            project, environment, after=after, limit=limit, projects=projects
         )
         return [self._view(service, deployment) for service, deployment in found]
 
@@ -222,6 +252,7 @@ class Platform:
         reason: str | None = None,
         figures: dict[str, Any] | None = None,
         expect: int | None = None,
+        if_match: str | None = None,
     ) -> tuple[Service, int]:
         """Set the replica count (and record why). While autoscaling is on, a count outside
         the policy's bounds is refused; `expect`: only if the count is still that."""
@@ -237,7 +268,8 @@ class Platform:
                 code="OUTSIDE_SCALING_BOUNDS",
                 details={"replicas": replicas, "min_replicas": policy.min_replicas,
                          "max_replicas": policy.max_replicas})
-        service, previous = await self.store.set_replicas(name, replicas, expect=expect)
+        service, previous = await self.store.set_replicas(name, replicas, expect=expect,
+                                                          if_match=if_match)
         if service.replicas != replicas:
             return service, previous  # changed meanwhile: this decision is stale
         verb = ("scaled out" if replicas > previous else "scaled in" if replicas < previous
@@ -253,9 +285,10 @@ class Platform:
         self.reconciler.trigger(name)
         return service, previous
 
-    async def set_scaling(self, name: str, policy: Scaling, *, actor: str) -> tuple[Service, Scaling]:
+    async def set_scaling(self, name: str, policy: Scaling, *, actor: str,
+                          if_match: str | None = None) -> tuple[Service, Scaling]:
         """Replace the service's scaling policy (no deployment: no container changes)."""
-        service, previous = await self.store.set_scaling(name, policy)
+        service, previous = await self.store.set_scaling(name, policy, if_match=if_match)
         await self.store.add_event(name, "config", f"scaling policy set to {policy.mode}",
                                    {"actor": actor, "previous": previous.model_dump(),
                                     "policy": policy.model_dump(),
@@ -337,6 +370,8 @@ class Platform:
         reason: str,
         changes: dict[str, Any] | None = None,
         supersede: bool = False,
+        grant: Grant = UNPRIVILEGED,
+        if_match: str | None = None,
     ) -> Deployment:
         """A new deployment of the current spec with `changes` applied (a new image, say).
         Without changes every replica is replaced and the image reference resolved again:
@@ -348,7 +383,8 @@ class Platform:
         if spec.name != name:
             raise ValidationFailed("a deployment cannot rename its service")
         deployment = await self.store.create_deployment(
-            spec, actor=actor, reason=reason, supersede=supersede, forced=not changes
+            spec, actor=actor, reason=reason, supersede=supersede, forced=not changes,
+            grant=grant, if_match=if_match,
         )
         self.reconciler.trigger(name)
         return deployment
@@ -360,6 +396,7 @@ class Platform:
         actor: str,
         to: int | str | None = None,
         supersede: bool = False,
+        grant: Grant = UNPRIVILEGED,
     ) -> Deployment:
         """A new deployment that copies an earlier one (`to`: its number or id; by default the
         last successful one before the current): same spec, same image ID, nothing rebuilt,
@@ -386,17 +423,19 @@ class Platform:
         spec = target.spec.model_copy(update={"replicas": service.replicas})
         deployment = await self.store.create_deployment(
             spec, actor=actor, reason=f"rollback to #{target.number}", supersede=supersede,
-            copy_of=target, promoted=True,
+            copy_of=target, promoted=True, grant=grant,
         )
         self.reconciler.trigger(name)
         return deployment
 
     async def rollback_deployment(
-        self, deployment_id: str, *, actor: str, supersede: bool = False
+        self, deployment_id: str, *, actor: str, supersede: bool = False,
+        grant: Grant = UNPRIVILEGED,
     ) -> Deployment:
         """Roll the deployment's service back to exactly that revision."""
         target = await self.store.get_deployment(deployment_id)
-        return await self.rollback(target.service, actor=actor, to=target.id, supersede=supersede)
+        return await self.rollback(target.service, actor=actor, to=target.id, supersede=supersede,
+                                   grant=grant)
 
     async def promote(self, deployment_id: str, *, actor: str) -> Deployment:
         return await self.reconciler.promote(deployment_id, actor=actor)
@@ -413,11 +452,12 @@ class Platform:
             raise BadRequest(f"service {name} has nothing deployed yet", code="NOTHING_DEPLOYED")
         return deployment
 
-    async def delete(self, name: str, *, keep_data: bool, actor: str) -> int:
+    async def delete(self, name: str, *, keep_data: bool, actor: str,
+                     if_match: str | None = None) -> int:
         """Forget the service now; the reconciler removes its containers, route and (unless
         `keep_data`) volumes, and finishes that after a crash too. How many containers go."""
         count = len(self.reconciler.replicas_of(name))
-        await self.store.delete_service(name, keep_data=keep_data)
+        await self.store.delete_service(name, keep_data=keep_data, if_match=if_match)
         log.info("service %s deleted by %s (keep_data=%s)", name, actor, keep_data)
         self.reconciler.trigger(name)
         return count
@@ -439,7 +479,8 @@ class Platform:
         return services
 
     async def deploy_environment(self, project: str, environment: str, *, actor: str,
-                                 supersede: bool = False) -> list[Deployment]:
+                                 supersede: bool = False,
+                                 grant: Grant = UNPRIVILEGED) -> list[Deployment]:
         """Redeploy every service of an environment (picking up changed configuration; source
         builds are built again)."""
         await self.store.get_environment(project, environment)
@@ -448,7 +489,7 @@ class Platform:
             if service.deployment_id:
                 deployments.append(await self.redeploy(
                     service.name, actor=actor, reason=f"deploy of {project}/{environment}",
-                    supersede=supersede))
+                    supersede=supersede, grant=grant))
         return deployments
 
     async def remove_images(self, project: str, service: str) -> int:
@@ -558,5 +599,6 @@ class Platform:
             self.autoscaler.interval_s = float(values["autoscale_interval_s"])
         if "wake_timeout_s" in values:
             self.waker.timeout_s = float(values["wake_timeout_s"])
+        self.access.apply(values)
         if "log_level" in values:
             logging.getLogger().setLevel(str(values["log_level"]).upper())

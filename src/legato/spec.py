@@ -69,7 +69,7 @@ class HealthCheck(_Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() for c in value):
+        if not value.startswith("/") or not value.isprintable() or any(c.isspace() for c in value):
             raise ValueError("health check path must start with / and contain no spaces")
         return value
 
@@ -300,8 +300,10 @@ class ServiceSpec(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and (any(c.isspace() for c in value) or value.startswith("-")):
-            raise ValueError("image must be an image reference such as nginx:alpine")
+        if value is not None and not (_IMAGE_REFERENCE.fullmatch(value)
+                                      or _IMAGE_ID.fullmatch(value)):
+            raise ValueError("image must be an image reference such as nginx:alpine or "
+                             "registry:5000/team/app:1.2@sha256:...")
         return value
 
     @field_validator("command", mode="before")
@@ -342,8 +344,9 @@ class ServiceSpec(_Strict):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if key.startswith("legato.") or not key or len(key) > 128:
-                raise ValueError(f"invalid label {key!r}: the legato. prefix is reserved")
+            if key.startswith("legato.") or not _LABEL_KEY.fullmatch(key):
+                raise ValueError(f"invalid label {key!r}: letters, digits and . _ / -, at most "
+                                 "128; the legato. prefix is reserved")
         return value
 
     @field_validator("cap_add")
@@ -415,6 +418,16 @@ _CONTAINER_FIELDS = {
     "volumes", "labels", "privileged", "cap_add", "devices", "network_mode", "pid_mode",
 }
 _CAPABILITY = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?:(?:{_HOST_PART}(?:\.{_HOST_PART})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?/)?"
+    rf"{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _DEVICE = re.compile(r"/dev/[A-Za-z0-9._/-]{1,200}(:/dev/[A-Za-z0-9._/-]{1,200})?(:[rwm]{1,3})?")
 
 

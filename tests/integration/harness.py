@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -85,6 +86,9 @@ class Legato:
             "LEGATO_STATS_INTERVAL_S": "1",
             "LEGATO_AUTOSCALE_INTERVAL_S": "1",
             "LEGATO_GIT_ALLOW_LOCAL": "true",  # tests build from bare repositories on disk
+            # Polling and load far beyond any client's: the limits have tests of their own.
+            "LEGATO_RATE_LIMITS": json.dumps(dict.fromkeys(
+                ("reads", "writes", "bulk", "auth", "webhooks"), 10_000_000)),
         }
 
     def start(self) -> None:

@@ -120,6 +120,7 @@ class Target:
 Send = Callable[[Target, str], httpx.Response]
 BODY = frozenset({422})
 PATH = frozenset({404, 422})  # a path segment may not even route
+LOOKUP = frozenset({400, 404, 422})  # a name that picks among existing things: none is it
 
 FIELDS: dict[str, tuple[Send, frozenset[int]]] = {
     "service name": (lambda t, h: t.legato.deploy(service_spec(h, project=t.project)), BODY),
@@ -179,6 +180,23 @@ FIELDS: dict[str, tuple[Send, frozenset[int]]] = {
         lambda t, h: signed_delivery(t.legato, "pull_request", pull_request(head=h)), BODY),
     "pull request base branch": (
         lambda t, h: signed_delivery(t.legato, "pull_request", pull_request(base=h)), BODY),
+    "image": (lambda t, h: t.legato.deploy(spec(t.project, image=h)), BODY),
+    "domain": (lambda t, h: t.legato.deploy(spec(t.project, domain=h)), BODY),
+    "health path": (lambda t, h: t.legato.deploy(spec(t.project, health=h)), BODY),
+    "label key": (lambda t, h: t.legato.deploy(spec(t.project, labels={h: "x"})), BODY),
+    "volume host_path": (
+        lambda t, h: t.legato.deploy(spec(t.project, volumes=[{"host_path": h, "path": "/h"}])),
+        BODY),
+    "device": (lambda t, h: t.legato.deploy(spec(t.project, devices=[h])), BODY),
+    "capability": (lambda t, h: t.legato.deploy(spec(t.project, cap_add=[h])), BODY),
+    "outbound webhook url": (
+        lambda t, h: t.api.post("/webhook-endpoints", json={"url": h, "events": ["deploy"]}),
+        BODY),
+    "user email": (lambda t, h: t.api.post("/users", json={"email": h}), BODY),
+    "logs replica": (
+        lambda t, h: t.api.get(f"/services/{t.service}/logs", params={"replica": h}), LOOKUP),
+    "build-log deployment id": (
+        lambda t, h: t.api.get(f"/deployments/{quote(h, safe='')}/build-log"), PATH),
     "analyze git": (lambda t, h: t.api.post(f"/projects/{t.project}/analyze", json={"git": h}), BODY),
     "analyze branch": (
         lambda t, h: t.api.post(f"/projects/{t.project}/analyze",
@@ -321,3 +339,21 @@ def test_build_argument_and_environment_values_reach_the_container_as_data(
         assert analysis.status_code in (200, 422), analysis.text
         assert "root:" not in analysis.text, (fields, analysis.text)
     assert sentinels(tmp_path) == []
+
+
+def test_path_traversal_in_log_and_file_parameters_reads_nothing(target: Target) -> None:
+    """Deployment ids and replica names never become paths: nothing outside the data dir is
+    read through them, however they are spelled."""
+    traversals = ["../../../../etc/passwd", "..%2F..%2F..%2Fetc%2Fpasswd", "/etc/passwd",
+                  "dpl_../../../etc/passwd", "....//....//etc/passwd", "%00/etc/passwd"]
+    for value in traversals:
+        for path, params in (
+            (f"/deployments/{quote(value, safe='')}/build-log", {}),
+            (f"/deployments/{quote(value, safe='')}/logs", {}),
+            (f"/services/{target.service}/logs", {"replica": value}),
+            (f"/services/{target.service}/logs", {"since": value}),
+        ):
+            response = target.api.get(path, params=params)
+            assert response.status_code in (400, 404, 422), f"{path} {params}: {response.text}"
+            assert "root:" not in response.text
+            assert_error_shape(response)

@@ -94,7 +94,9 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, instance="unit")
+    # Generous rate limits: tests of the limits themselves set their own.
+    return Settings(data_dir=tmp_path, instance="unit", rate_limits=dict.fromkeys(
+        ("reads", "writes", "bulk", "auth", "webhooks"), 100_000))
 
 
 @pytest.fixture

@@ -673,7 +673,8 @@ async def test_rotate_keys_reencrypts_everything_under_a_new_key(store: Store, d
     assert new_key != old_key
     assert store.keyring.active == new_key
     assert result["retired"] == [old_key]
-    assert result["reencrypted"] == {"config": 4, "webhooks": 1, "deployments": 1}
+    assert result["reencrypted"] == {"config": 4, "webhooks": 1, "deployments": 1,
+                                     "webhook_endpoints": 0, "idempotency_keys": 0}
     await assert_seed_reads_back(store, ids)
     found = stored_ciphertexts(db_path)
     assert len(found) == 7

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from datetime import UTC, datetime
+
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from legato import __version__
 from legato.api import errors
-from legato.api.middleware import Authenticate, RequestID
+from legato.api.deps import scope_guard
+from legato.api.middleware import ActivityLog, Gate, IdempotencyKeys, RequestID
 from legato.api.routes import (
+    activity,
     deployments,
     groups,
+    hooks,
     monitoring,
     projects,
     services,
     streams,
     system,
     tokens,
+    users,
     webhooks,
 )
 from legato.platform import Platform
+from legato.store import Token
 
 
-def create_app(platform: Platform) -> FastAPI:
+def create_app(platform: Platform, *, guards: bool = True) -> FastAPI:
+    """The API. `guards=False` leaves out token checks, rate limits, the activity trail and
+    idempotency, running every request as `unguarded_token`: it exists only so that
+    bench/guard_overhead.py can measure what they cost, and no setting reaches it."""
     app = FastAPI(
         title="Legato",
         version=__version__,
@@ -36,12 +47,19 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (services, deployments, projects, groups, webhooks, tokens, monitoring, streams):
-        app.include_router(module.router, prefix="/api/v1")
+    for module in (services, deployments, projects, groups, webhooks, hooks, tokens, users,
+                   activity, monitoring, streams):
+        app.include_router(module.router, prefix="/api/v1", dependencies=[Depends(scope_guard)])
     app.include_router(system.router)
     _install_docs(app)
-    app.add_middleware(Authenticate)
-    app.add_middleware(RequestID)  # added last, runs first: errors above carry the id
+    # Added innermost first: RequestID runs first, so every error below carries the id.
+    if guards:
+        app.add_middleware(IdempotencyKeys)
+        app.add_middleware(ActivityLog)
+        app.add_middleware(Gate)
+    else:
+        app.add_middleware(_Unguarded)
+    app.add_middleware(RequestID)
     return app
 
 
@@ -57,3 +75,17 @@ def _install_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
+
+
+unguarded_token = Token(id="tok_unguarded", name="unguarded", prefix="", role="admin",
+                        created_at=datetime.now(UTC), expires_at=None, revoked_at=None,
+                        last_used_at=None)
+
+
+class _Unguarded:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["token"] = unguarded_token
+        await self.app(scope, receive, send)

@@ -23,5 +23,5 @@ def decode(cursor: str | None) -> str | None:
         return None
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: not ASCII, or not UTF-8
         raise ValidationFailed("invalid cursor", code="INVALID_CURSOR") from exc

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from legato.access import RATE_CLASSES, parse_networks
 from legato.gitevents import valid_branch
 from legato.health import HealthState
 from legato.platform import ServiceView
 from legato.spec import ENV_KEY, Slug, valid_repository
-from legato.store import Deployment, DeploymentLog, Event, Token
+from legato.store import Deployment, DeploymentLog, Event
 
 T = TypeVar("T")
 
@@ -265,29 +266,6 @@ class LogsResponse(BaseModel):
 # tokens -----------------------------------------------------------------------------------
 
 
-class TokenCreate(_In):
-    name: str = Field(min_length=1, max_length=100)
-    role: Literal["viewer", "deployer", "admin"] = "viewer"
-    expires_in_days: Literal[30, 90, 180, 365] | None = None
-    projects: list[str] = Field(default_factory=list, max_length=100)
-
-
-class TokenPublic(BaseModel):
-    id: str
-    name: str
-    prefix: str
-    role: str
-    projects: list[str]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-class TokenCreated(TokenPublic):
-    token: str = Field(description="The token itself; shown this once, never again")
-
-
 # system -----------------------------------------------------------------------------------
 
 
@@ -370,14 +348,6 @@ def service_detail(view: ServiceView) -> ServiceDetail:
 def event_public(event: Event) -> EventPublic:
     return EventPublic(id=event.id, service=event.service, type=event.type,
                        message=event.message, details=event.details, timestamp=event.created_at)
-
-
-def token_public(token: Token) -> TokenPublic:
-    return TokenPublic(
-        id=token.id, name=token.name, prefix=token.prefix, role=token.role,
-        projects=list(token.projects), created_at=token.created_at,
-        expires_at=token.expires_at, revoked_at=token.revoked_at, last_used_at=token.last_used_at,
-    )
 
 
 def replica_health(replica_id: str, name: str, port: int | None, state: HealthState) -> ReplicaHealth:
@@ -816,6 +786,29 @@ class ConfigUpdate(_In):
     autoscale_interval_s: float | None = Field(None, gt=0, le=3600)
     wake_timeout_s: float | None = Field(None, gt=0, le=55)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
+    allow_privileged_specs: bool | None = None
+    max_tokens_per_user: int | None = Field(None, ge=1, le=10_000)
+    session_days: int | None = Field(None, ge=1, le=365)
+    webhook_allowed_hosts: list[str] | None = Field(None, max_length=100,
+                                                    description="IPs or CIDRs")
+    rate_limits: dict[str, int] | None = Field(
+        None, description="Requests a minute by class: reads, writes, bulk, auth, webhooks")
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else parse_networks(value)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _limits(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            unknown = set(value) - set(RATE_CLASSES)
+            if unknown:
+                raise ValueError(f"unknown classes {sorted(unknown)}; they are {list(RATE_CLASSES)}")
+            if any(not 1 <= v <= 1_000_000 for v in value.values()):
+                raise ValueError("a rate limit is between 1 and 1000000 requests a minute")
+        return value
 
 
 class ConfigPublic(BaseModel):
@@ -829,6 +822,8 @@ class ConfigPublic(BaseModel):
     scaling: dict[str, Any]
     health: dict[str, Any]
     log_level: str
+    access: dict[str, Any] = Field(description="Access control: privileged specs, tokens, "
+                                   "sessions, webhook allow-list, rate limits")
     overrides: dict[str, Any] = Field(description="Values set through PATCH /config")
 
 

@@ -954,5 +954,116 @@ def webhooks_rm(webhook_id: Annotated[str, typer.Argument(metavar="ID")], url: U
     typer.echo(f"deleted webhook {webhook_id}")
 
 
+# outbound webhooks ------------------------------------------------------------------------
+
+hooks_app = typer.Typer(help="Outbound webhooks: endpoints that receive Legato's events, "
+                             "signed, and their delivery log.", no_args_is_help=True)
+app.add_typer(hooks_app, name="hooks")
+EndpointArg = Annotated[str, typer.Argument(metavar="ENDPOINT", help="Endpoint id (whe_...)")]
+DeliveryArg = Annotated[str, typer.Argument(metavar="DELIVERY", help="Delivery id (whd_...)")]
+
+
+@hooks_app.command("ls")
+def hooks_ls(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Outbound webhook endpoints (never their secrets)."""
+    with api_errors():
+        client = make_client(url, token)
+        items = all_pages(lambda cursor: client.list_webhook_endpoints(limit=100, cursor=cursor))
+    if as_json:
+        print_json(items)
+        return
+    print_table(["ID", "URL", "EVENTS", "PROJECT", "ACTIVE", "DESCRIPTION"],
+                [[h["id"], h["url"], h["events"], h.get("project"),
+                  "yes" if h["active"] else "no", h.get("description")] for h in items])
+
+
+@hooks_app.command("create")
+def hooks_create(
+    endpoint_url: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL to POST to")],
+    events: Annotated[list[str] | None, typer.Option(
+        "--event", "-e", help="An event type to send (repeatable; default: every type)")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project's "
+                                                                  "events")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    inactive: Annotated[bool, typer.Option("--inactive", help="Create it paused")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Subscribe a URL to events; prints its signing secret this once."""
+    with api_errors():
+        result = make_client(url, token).create_webhook_endpoint(
+            endpoint_url, events or ["*"], project=project, description=description,
+            active=not inactive)
+    if as_json:
+        print_json(result)
+        return
+    error(f"endpoint {result['id']}: {', '.join(result['events'])} -> {result['url']}; "
+          "verify Legato-Signature with this secret:")
+    typer.echo(result["secret"])
+
+
+@hooks_app.command("rm")
+def hooks_rm(endpoint_id: EndpointArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Remove an endpoint and its delivery log."""
+    with api_errors():
+        make_client(url, token).delete_webhook_endpoint(endpoint_id)
+    typer.echo(f"deleted webhook endpoint {endpoint_id}")
+
+
+@hooks_app.command("ping")
+def hooks_ping(endpoint_id: EndpointArg, url: UrlOpt = None, token: TokenOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Send a ping event to an endpoint now."""
+    with api_errors():
+        result = make_client(url, token).ping_webhook_endpoint(endpoint_id)
+    print_json(result) if as_json else typer.echo(f"ping queued as delivery {result['id']}")
+
+
+@hooks_app.command("deliveries")
+def hooks_deliveries(
+    endpoint_id: EndpointArg,
+    delivery_id: Annotated[str | None, typer.Argument(
+        metavar="[DELIVERY]", help="Show this delivery's attempts")] = None,
+    status: Annotated[str | None, typer.Option("--status",
+                                               help="pending, succeeded or failed")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """An endpoint's deliveries, newest first; or one delivery with every attempt."""
+    if delivery_id is not None:
+        with api_errors():
+            detail = make_client(url, token).get_webhook_delivery(endpoint_id, delivery_id)
+        if as_json:
+            print_json(detail)
+            return
+        typer.echo(f"{detail['id']}  {detail['event_type']}  {detail['status']}"
+                   + (f"  (redelivery of {detail['redelivery_of']})"
+                      if detail.get("redelivery_of") else ""))
+        print_table(["#", "AT", "STATUS", "MS", "ERROR"],
+                    [[a["number"], when(a["at"]), a.get("status_code"),
+                      f"{a['duration_ms']:.0f}", a.get("error")] for a in detail["attempt_log"]])
+        return
+    with api_errors():
+        page = make_client(url, token).list_webhook_deliveries(endpoint_id, status=status,
+                                                               limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    print_table(["ID", "EVENT", "STATUS", "ATTEMPTS", "CODE", "CREATED", "NEXT", "ERROR"],
+                [[d["id"], d["event_type"], d["status"], d["attempts"], d.get("last_status_code"),
+                  when(d["created_at"]),
+                  when(d.get("next_attempt_at")) if d["status"] == "pending" else None,
+                  d.get("last_error")] for d in page["items"]])
+
+
+@hooks_app.command("redeliver")
+def hooks_redeliver(endpoint_id: EndpointArg, delivery_id: DeliveryArg, url: UrlOpt = None,
+                    token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Send a delivery's payload again, as a new delivery."""
+    with api_errors():
+        result = make_client(url, token).redeliver_webhook(endpoint_id, delivery_id)
+    print_json(result) if as_json else typer.echo(
+        f"redelivering {delivery_id} as {result['id']}")
+
+
 if __name__ == "__main__":
     app()

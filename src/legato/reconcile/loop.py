@@ -538,7 +538,8 @@ class Reconciler:
                 raise  # a person asked: tell them it had already ended
             self.trigger(service.name)  # it ended meanwhile (promoted, failed, superseded)
             return deployment
-        details: dict[str, Any] = {"deployment": deployment.id, "error": error, "actor": actor}
+        details: dict[str, Any] = {"deployment": deployment.id, "error": error, "actor": actor,
+                                   "condition": "deployment_failed"}
         message = f"deployment #{deployment.number} failed: {error}"
         if rollback is not None and good is not None:
             details |= {"rollback": rollback.id, "restored": good.id}
@@ -607,7 +608,14 @@ class Reconciler:
             labels=spec.labels,
             memory_bytes=spec.resources.memory_bytes,
             cpus=spec.resources.cpu,
-            volumes={v.name: v.path for v in spec.volumes},
+            volumes={v.name: v.path for v in spec.volumes if v.name is not None},
+            binds=tuple((v.host_path, v.path, v.read_only) for v in spec.volumes
+                        if v.host_path is not None),
+            privileged=spec.privileged,
+            cap_add=spec.cap_add,
+            devices=spec.devices,
+            host_network=spec.network_mode == "host",
+            host_pid=spec.pid_mode == "host",
         )
         try:
             replica = await self.runtime.start_replica(request)
@@ -720,7 +728,8 @@ class Reconciler:
         if looping and not state.crash_loop:
             state.crash_loop = True
             await self._event(name, "crash", "service is in a crash loop",
-                              {"failures": max(e.failures for e in state.slots.values())})
+                              {"failures": max(e.failures for e in state.slots.values()),
+                               "condition": "crash_loop"})
 
     def _wake_dozing(self, name: str) -> None:
         """Woken while replicas drain for sleep: they stay (still healthy, back in the route)."""

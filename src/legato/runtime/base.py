@@ -38,6 +38,13 @@ class ReplicaRequest:
     memory_bytes: int | None = None
     cpus: float | None = None
     volumes: Mapping[str, str] = field(default_factory=dict)  # volume name -> container path
+    # Privileged fields (allowed by the API for admins only, once enabled).
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read only)
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    host_network: bool = False
+    host_pid: bool = False
 
 
 @dataclass(frozen=True)

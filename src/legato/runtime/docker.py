@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _POOL = 32
 _LABEL_VOLUME = "legato.volume"
+LABEL_HOST_PORT = "legato.host-port"  # the port of a replica on the host network
 
 
 class DockerRuntime:
@@ -115,13 +116,22 @@ class DockerRuntime:
                         _LABEL_VOLUME: volume},
             )
             binds[full] = {"bind": path, "mode": "rw"}
+        for host_path, path, read_only in request.binds:
+            binds[host_path] = {"bind": path, "mode": "ro" if read_only else "rw"}
+        if request.host_network:  # no ports to publish: the replica listens on the host's
+            labels[LABEL_HOST_PORT] = str(request.port)
         host_config = self._api.create_host_config(
-            port_bindings={request.port: ("127.0.0.1", None)},
+            port_bindings=None if request.host_network else {request.port: ("127.0.0.1", None)},
             binds=binds or None,
             init=True,
             mem_limit=request.memory_bytes,
             nano_cpus=int(request.cpus * 1e9) if request.cpus else None,
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+            privileged=request.privileged,
+            cap_add=list(request.cap_add) or None,
+            devices=list(request.devices) or None,
+            network_mode="host" if request.host_network else None,
+            pid_mode="host" if request.host_pid else None,
         )
         try:
             created = await self._call(
@@ -131,7 +141,7 @@ class DockerRuntime:
                 name=name,
                 labels=labels,
                 environment=dict(request.env),
-                ports=[request.port],
+                ports=None if request.host_network else [request.port],
                 host_config=host_config,
             )
         except docker.errors.NotFound as exc:
@@ -340,6 +350,8 @@ def _replica_from_inspect(data: dict[str, Any], node: str) -> Replica:
             if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
                 port = int(binding["HostPort"])
                 break
+    if port is None and labels.get(LABEL_HOST_PORT):  # on the host network
+        port = int(labels[LABEL_HOST_PORT])
     return Replica(
         id=data["Id"],
         name=data["Name"].lstrip("/"),

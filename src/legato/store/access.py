@@ -3,6 +3,7 @@ notifications and idempotency records. Mixed into the Store (SPEC §3, seeds 000
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import sqlite3
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from legato.crypto import Keyring
 from legato.errors import Conflict, NotFound
 from legato.store.models import ROLE_RANK, Activity, Notification, Token, User
 
@@ -72,7 +74,7 @@ MIGRATION = """
         state TEXT NOT NULL,
         status INTEGER,
         headers TEXT,
-        body BLOB,
+        body TEXT,
         created_at TEXT NOT NULL,
         PRIMARY KEY (owner, key)
     ) WITHOUT ROWID;
@@ -122,7 +124,9 @@ def _dt(value: str | None) -> datetime | None:
 
 
 class AccessRecords:
-    """Mixed into Store: it supplies the connection and the transactions."""
+    """Mixed into Store: it supplies the connection, the keyring and the transactions."""
+
+    keyring: Keyring
 
     if TYPE_CHECKING:
         async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -296,18 +300,16 @@ class AccessRecords:
     async def list_tokens(self, *, user_id: str | None = None, owned_by: str | None = None,
                           kind: str | None = "api", include_revoked: bool = True) -> list[Token]:
         """Tokens, oldest first: all of them, or those of one user (`user_id`), or those a
-        principal owns (`owned_by`: a user id, or the id of an ownerless token, whose peers
-        are the other ownerless tokens)."""
-        sql, args = f"{_TOKEN_SELECT} WHERE 1 = 1", []
+        principal owns (`owned_by`: a user id, or the id of a token of no user: itself)."""
+        sql = f"{_TOKEN_SELECT} WHERE 1 = 1"
+        args: list[Any] = []
         if kind is not None:
             sql, args = sql + " AND t.kind = ?", [*args, kind]
         if user_id is not None:
             sql, args = sql + " AND t.user_id = ?", [*args, user_id]
         if owned_by is not None:
-            if owned_by.startswith("usr_"):
-                sql, args = sql + " AND t.user_id = ?", [*args, owned_by]
-            else:
-                sql += " AND t.user_id IS NULL"
+            column = "t.user_id" if owned_by.startswith("usr_") else "t.id"
+            sql, args = sql + f" AND {column} = ?", [*args, owned_by]
         if not include_revoked:
             sql += " AND t.revoked_at IS NULL"
         rows = await self._run(lambda db: db.execute(sql + " ORDER BY t.created_at",
@@ -364,7 +366,8 @@ class AccessRecords:
     ) -> list[Activity]:
         """Newest first. `visible_to` (a principal) sees its own records and those of
         `projects` (None: every project); without it (an unscoped admin) everything shows."""
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
         if visible_to is not None:
             own = "actor_id = ?"
             args.append(visible_to)
@@ -465,7 +468,8 @@ class AccessRecords:
                 return Idempotency(
                     fingerprint=row["fingerprint"], state=row["state"], status=row["status"],
                     headers=[tuple(h) for h in json.loads(row["headers"])] if row["headers"]
-                    else None, body=row["body"])
+                    else None,
+                    body=self._open_response(owner, key, row["body"]) if row["body"] else None)
             db.execute(
                 "INSERT OR REPLACE INTO idempotency_keys (owner, key, fingerprint, state,"
                 " created_at) VALUES (?, ?, ?, 'running', ?)", (owner, key, fingerprint,
@@ -476,9 +480,16 @@ class AccessRecords:
 
     async def finish_idempotency_key(self, owner: str, key: str, status: int,
                                      headers: list[tuple[str, str]], body: bytes) -> None:
+        """Keep the response for retries; encrypted, as it may hold a secret shown once (a
+        new token's plaintext, a webhook's signing secret)."""
+        sealed = self.keyring.encrypt(base64.b64encode(body).decode(),
+                                      idempotency_aad(owner, key))
         await self._run(lambda db: db.execute(
             "UPDATE idempotency_keys SET state = 'done', status = ?, headers = ?, body = ?"
-            " WHERE owner = ? AND key = ?", (status, json.dumps(headers), body, owner, key)))
+            " WHERE owner = ? AND key = ?", (status, json.dumps(headers), sealed, owner, key)))
+
+    def _open_response(self, owner: str, key: str, sealed: str) -> bytes:
+        return base64.b64decode(self.keyring.decrypt(sealed, idempotency_aad(owner, key)))
 
     async def release_idempotency_key(self, owner: str, key: str) -> None:
         """Forget a key whose request failed on the server's side: a retry may run again."""
@@ -501,6 +512,23 @@ _TOKEN_SELECT = "SELECT t.*, u.email AS user_email FROM tokens t LEFT JOIN users
 _NOTIFICATIONS_SELECT = (
     "SELECT n.*, r.principal IS NOT NULL AS is_read FROM notifications n"
     " LEFT JOIN notification_reads r ON r.notification_id = n.id AND r.principal = ?")
+
+
+def idempotency_aad(owner: str, key: str) -> str:
+    return f"idempotency:{owner}:{key}"
+
+
+def reseal_idempotency(db: sqlite3.Connection, keyring: Keyring) -> int:
+    """Re-encrypt the kept responses under the active key (key rotation)."""
+    rows = db.execute("SELECT owner, key, body FROM idempotency_keys WHERE body IS NOT NULL")
+    count = 0
+    for row in rows.fetchall():
+        aad = idempotency_aad(row["owner"], row["key"])
+        db.execute("UPDATE idempotency_keys SET body = ? WHERE owner = ? AND key = ?",
+                   (keyring.encrypt(keyring.decrypt(row["body"], aad), aad), row["owner"],
+                    row["key"]))
+        count += 1
+    return count
 
 
 def _count_active(db: sqlite3.Connection, user_id: str | None, stamp: datetime) -> int:

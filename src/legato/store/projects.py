@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from legato.crypto import DecryptionFailed, Keyring
 from legato.errors import Conflict, NotFound
+from legato.store.access import reseal_idempotency
+from legato.store.hooks import reseal_endpoints
 from legato.store.models import ConfigKind, ConfigVar, Environment, Group, Project, Webhook
 
 T = TypeVar("T")
@@ -102,11 +104,16 @@ class ProjectRecords:
         return await self._run(lambda db: _load_project(db, name))
 
     async def list_projects(self, *, after: str | None = None, limit: int = 100,
-                            group_id: str | None = None) -> list[Project]:
+                            group_id: str | None = None,
+                            names: Sequence[str] | None = None) -> list[Project]:
+        """Projects by name (of `group_id`, among `names`, if given)."""
         def query(db: sqlite3.Connection) -> list[Project]:
             sql, args = "SELECT * FROM projects WHERE name > ?", [after or ""]
             if group_id is not None:
                 sql, args = sql + " AND group_id = ?", [*args, group_id]
+            if names is not None:
+                marks = ", ".join("?" for _ in names) or "NULL"
+                sql, args = sql + f" AND name IN ({marks})", [*args, *names]
             rows = db.execute(sql + " ORDER BY name LIMIT ?", (*args, limit)).fetchall()
             return [_project(r) for r in rows]
 
@@ -469,6 +476,8 @@ def _reseal(db: sqlite3.Connection, keyring: Keyring) -> dict[str, int]:
         db.execute("UPDATE deployments SET spec = ?, env = ? WHERE id = ?",
                    (json.dumps(spec), env, row["id"]))
         counts["deployments"] += 1
+    counts["webhook_endpoints"] = reseal_endpoints(db, keyring)
+    counts["idempotency_keys"] = reseal_idempotency(db, keyring)
     return counts
 
 

@@ -391,10 +391,13 @@ class Store(ProjectRecords, AccessRecords, HookRecords):
         *,
         after: str | None = None,
         limit: int | None = None,
+        projects: Sequence[str] | None = None,
     ) -> list[tuple[Service, Deployment | None]]:
-        """Services by name (after `after`, at most `limit`), each with its current deployment."""
+        """Services by name (after `after`, at most `limit`, of `projects` if given), each
+        with its current deployment."""
         found = [s for s in await self.list_services(project, environment)
-                 if after is None or s.name > after]
+                 if (after is None or s.name > after)
+                 and (projects is None or s.project in projects)]
         return [(s, self._deployments.get(s.deployment_id or "")) for s in found[:limit]]
 
     def deployment_now(self, service: Service) -> Deployment | None:
@@ -1008,18 +1011,23 @@ class Store(ProjectRecords, AccessRecords, HookRecords):
             "DELETE FROM metric_points WHERE interval = ? AND at < ?", (interval, _ts(before))))
         return int(cursor.rowcount)
 
-    async def recent_deployments(self, limit: int) -> list[Deployment]:
-        """The newest deployments of every service."""
+    async def recent_deployments(self, limit: int,
+                                 services: Sequence[str] | None = None) -> list[Deployment]:
+        """The newest deployments of every service (of `services`, if given)."""
+        where, args = _services_filter(services)
         rows = await self._run(lambda db: db.execute(
-            "SELECT * FROM deployments ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())
+            f"SELECT * FROM deployments WHERE {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+            (*args, limit)).fetchall())
         return [self._deployment(r) for r in rows]
 
-    async def deployment_counts(self, since: datetime | None = None) -> dict[str, int]:
-        """Deployments by status (those created since `since`, if given)."""
-        query, args = "SELECT status, COUNT(*) FROM deployments", []
+    async def deployment_counts(self, since: datetime | None = None,
+                                services: Sequence[str] | None = None) -> dict[str, int]:
+        """Deployments by status (those created since `since`, of `services`, if given)."""
+        where, args = _services_filter(services)
         if since is not None:
-            query += " WHERE created_at >= ?"
+            where += " AND created_at >= ?"
             args.append(_ts(since.astimezone(UTC)) or "")
+        query = f"SELECT status, COUNT(*) FROM deployments WHERE {where}"  # noqa: S608
         rows = await self._run(lambda db: db.execute(query + " GROUP BY status", args).fetchall())
         return {str(status): int(count) for status, count in rows}
 
@@ -1038,6 +1046,12 @@ class Store(ProjectRecords, AccessRecords, HookRecords):
                 [(k, json.dumps(v), stamp) for k, v in values.items()])
 
         await self._write(write)
+
+
+def _services_filter(services: Sequence[str] | None) -> tuple[str, list[str]]:
+    if services is None:
+        return "1 = 1", []
+    return f"service IN ({', '.join('?' for _ in services) or 'NULL'})", list(services)
 
 
 def _apply(changes: list[Callable[[], None]]) -> None:

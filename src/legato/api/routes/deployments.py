@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from legato.api import pagination
-from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses
+from legato.api.deps import Deployer, IfMatch, PlatformDep, Viewer, actor, error_responses, grant
 from legato.api.schemas import (
     DeploymentAccepted,
     DeploymentCreate,
@@ -34,17 +34,19 @@ _IN_FLIGHT = error_responses(400, 404, 409)
 
 
 @router.post("/services/{name}/deployments", status_code=202, response_model=DeploymentAccepted,
-             responses=_IN_FLIGHT)
+             responses=error_responses(400, 404, 409, 412))
 async def create_deployment(
     name: str, platform: PlatformDep, token: Deployer,
     body: Annotated[DeploymentCreate | None, Body()] = None, supersede: Supersede = False,
+    if_match: IfMatch = None,
 ) -> DeploymentAccepted:
     """A new deployment of the service's spec with these changes (a new image, say); with
     none, every replica is replaced and the image resolved again. 409 while another is in
-    flight, unless `supersede`."""
+    flight, unless `supersede`; 412 if If-Match names a spec that has changed since."""
     body = body or DeploymentCreate()
     deployment = await platform.redeploy(name, actor=actor(token), reason=body.reason,
-                                         changes=body.changes(), supersede=supersede)
+                                         changes=body.changes(), supersede=supersede,
+                                         grant=grant(token, platform), if_match=if_match)
     return deployment_accepted(deployment, f"deployment #{deployment.number} queued")
 
 
@@ -175,7 +177,8 @@ async def rollback_to_deployment(
 ) -> DeploymentAccepted:
     """A new deployment that runs exactly this revision again: its spec and image ID."""
     deployment = await platform.rollback_deployment(deployment_id, actor=actor(token),
-                                                    supersede=supersede)
+                                                    supersede=supersede,
+                                                    grant=grant(token, platform))
     return deployment_accepted(deployment, f"deployment #{deployment.number} queued")
 
 
@@ -196,5 +199,6 @@ async def rollback_service(
     """Roll back to the last successful deployment before the current one, or to deployment
     number `to`: a new deployment with that spec and image ID, nothing rebuilt."""
     to = body.to if body else None
-    deployment = await platform.rollback(name, actor=actor(token), to=to, supersede=supersede)
+    deployment = await platform.rollback(name, actor=actor(token), to=to, supersede=supersede,
+                                         grant=grant(token, platform))
     return deployment_accepted(deployment, f"deployment #{deployment.number} queued")

@@ -12,7 +12,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from legato import __version__
-from legato.api.deps import Admin, Deployer, PlatformDep, Viewer, actor, error_responses
+from legato.api.deps import (
+    Deployer,
+    IfMatch,
+    PlatformAdmin,
+    PlatformDep,
+    Viewer,
+    actor,
+    error_responses,
+    visible,
+)
 from legato.api.schemas import (
     ComponentHealth,
     ConfigPublic,
@@ -159,15 +168,16 @@ async def get_scaling(name: str, platform: PlatformDep, _: Viewer) -> ScalingPub
 
 
 @router.put("/services/{name}/scaling", response_model=ScalingUpdated,
-            responses=error_responses(404))
+            responses=error_responses(404, 412))
 async def put_scaling(name: str, body: ScalingUpdate, platform: PlatformDep,
-                      token: Deployer) -> ScalingUpdated:
+                      token: Deployer, if_match: IfMatch = None) -> ScalingUpdated:
     """Change the scaling policy (the fields given; the others stay). In auto mode the replica
     count moves into the new bounds at once; no deployment is made."""
     service = await platform.store.get_service(name)
     merged = {**service.scaling.model_dump(), **body.model_dump(exclude_unset=True)}
     policy = validated(Scaling, merged, "scaling policy")
-    updated, previous = await platform.set_scaling(name, policy, actor=actor(token))
+    updated, previous = await platform.set_scaling(name, policy, actor=actor(token),
+                                                   if_match=if_match)
     return ScalingUpdated(
         message="scaling policy updated", name=name, app_name=name, replicas=updated.replicas,
         previous_policy=previous.model_dump(), new_policy=policy.model_dump(),
@@ -203,10 +213,10 @@ async def wake(name: str, platform: PlatformDep, token: Deployer) -> SleepState:
 
 
 @router.get("/system/health", response_model=SystemHealth, responses=error_responses())
-async def system_health(platform: PlatformDep, _: Viewer) -> SystemHealth:
+async def system_health(platform: PlatformDep, token: Viewer) -> SystemHealth:
     """Database, runtime and edge, each with its response time, and the services' states."""
     found = await platform.timed_checks()
-    views = await platform.list_views()
+    views = await platform.list_views(projects=visible(token))
     replicas = platform.reconciler.all_replicas()
     details = {
         "database": {"path": str(platform.settings.database_path)},
@@ -234,13 +244,14 @@ async def system_health(platform: PlatformDep, _: Viewer) -> SystemHealth:
 
 
 @router.get("/system/metrics", response_model=SystemMetrics, responses=error_responses())
-async def system_metrics(platform: PlatformDep, _: Viewer) -> SystemMetrics:
-    """The host (CPU, memory, disk), containers, every application and the edge's traffic."""
+async def system_metrics(platform: PlatformDep, token: Viewer) -> SystemMetrics:
+    """The host (CPU, memory, disk), containers, every application (the token sees) and the
+    edge's traffic."""
     monitor = platform.monitor
     host = monitor.host.latest
     process = monitor.host.process()
     replicas = platform.reconciler.all_replicas()
-    views = await platform.list_views()
+    views = await platform.list_views(projects=visible(token))
     now = time.time()
     applications, requests, errors, latency_sum, latency_count = [], 0, 0, 0.0, 0
     totals = monitor.requests.totals()
@@ -291,24 +302,27 @@ async def system_metrics(platform: PlatformDep, _: Viewer) -> SystemMetrics:
 
 
 @router.get("/dashboard/summary", response_model=DashboardSummary, responses=error_responses())
-async def dashboard_summary(platform: PlatformDep, _: Viewer) -> DashboardSummary:
-    """Counts of projects, services and replicas, today's deployments and failures."""
-    views = await platform.list_views()
+async def dashboard_summary(platform: PlatformDep, token: Viewer) -> DashboardSummary:
+    """Counts of projects, services and replicas, today's deployments and failures (of the
+    projects the token sees)."""
+    views = await platform.list_views(projects=visible(token))
+    names = [v.service.name for v in views] if token.scoped else None
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    today = await platform.store.deployment_counts(since=midnight)
+    today = await platform.store.deployment_counts(since=midnight, services=names)
     by_status: dict[str, int] = {}
     for view in views:
         by_status[view.status] = by_status.get(view.status, 0) + 1
-    recent = await platform.store.recent_deployments(5)
+    recent = await platform.store.recent_deployments(5, services=names)
     return DashboardSummary(
-        projects=len(await platform.store.list_projects()), services=len(views),
+        projects=len(await platform.store.list_projects(names=visible(token))),
+        services=len(views),
         services_by_status=by_status,
         replicas=ReplicaCounts(desired=sum(v.service.desired_replicas for v in views),
                                current=sum(v.current for v in views),
                                healthy=sum(v.healthy for v in views)),
         deployments_today=sum(today.values()),
         failed_deployments_today=today.get("failed", 0) + today.get("rolled_back", 0),
-        deployments_by_status=await platform.store.deployment_counts(),
+        deployments_by_status=await platform.store.deployment_counts(services=names),
         failing_services=sorted(v.service.name for v in views
                                 if v.status in ("failed", "crash_loop", "degraded")),
         recent_deployments=[deployment_summary(d) for d in recent],
@@ -342,18 +356,20 @@ def _config(platform: Platform, overrides: dict[str, Any]) -> ConfigPublic:
                 "default_timeout": HealthCheck().timeout_s,
                 "default_failure_threshold": HealthCheck().failure_threshold},
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access=platform.access.public(),
         overrides=overrides,
     )
 
 
 @router.get("/config", response_model=ConfigPublic, responses=error_responses())
-async def get_config(platform: PlatformDep, _: Admin) -> ConfigPublic:
+async def get_config(platform: PlatformDep, _: PlatformAdmin) -> ConfigPublic:
     """The control plane's configuration in force (no secrets)."""
     return _config(platform, await platform.store.settings_overrides())
 
 
 @router.patch("/config", response_model=ConfigUpdated, responses=error_responses())
-async def patch_config(body: ConfigUpdate, platform: PlatformDep, token: Admin) -> ConfigUpdated:
+async def patch_config(body: ConfigUpdate, platform: PlatformDep,
+                       token: PlatformAdmin) -> ConfigUpdated:
     """Change the settings that apply at once; they are kept across restarts."""
     changed = body.model_dump(exclude_none=True)
     if changed:

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from legato.api import pagination
-from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses
+from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses, grant, visible
 from legato.api.schemas import (
     AnalysisPublic,
     AnalyzeRequest,
@@ -45,7 +45,7 @@ from legato.api.schemas import (
 )
 from legato.build import git
 from legato.build.analyze import analyze
-from legato.errors import BadRequest, Conflict, ValidationFailed
+from legato.errors import BadRequest, Conflict, Forbidden, ValidationFailed
 from legato.gitops import public as webhook_public
 from legato.platform import Platform
 from legato.spec import ENV_KEY, SLUG_PATTERN
@@ -74,12 +74,12 @@ async def environment_public(platform: Platform, environment: Environment) -> En
 
 @router.get("/projects", response_model=Page[ProjectPublic], responses=error_responses())
 async def list_projects(
-    platform: PlatformDep, _: Viewer, group_id: str | None = None,
+    platform: PlatformDep, token: Viewer, group_id: str | None = None,
     limit: pagination.Limit = 20, cursor: pagination.Cursor = None,
 ) -> Page[ProjectPublic]:
-    """Projects by name."""
+    """Projects by name (those the token sees)."""
     found = await platform.store.list_projects(after=pagination.decode(cursor), limit=limit + 1,
-                                               group_id=group_id)
+                                               group_id=group_id, names=visible(token))
     page = [await project_public(p) for p in found[:limit]]
     return Page(items=page,
                 next_cursor=pagination.encode(page[-1].name) if len(found) > limit else None)
@@ -87,8 +87,13 @@ async def list_projects(
 
 @router.post("/projects", status_code=201, response_model=ProjectDetail,
              responses=error_responses(404, 409))
-async def create_project(body: ProjectCreate, platform: PlatformDep, _: Deployer) -> ProjectDetail:
-    """A project, with its `production` environment (on `branch`, default main)."""
+async def create_project(body: ProjectCreate, platform: PlatformDep,
+                         token: Deployer) -> ProjectDetail:
+    """A project, with its `production` environment (on `branch`, default main). A token
+    scoped to projects creates only those."""
+    if not token.sees(body.name):
+        raise Forbidden("the token is scoped to other projects", code="TOKEN_SCOPE",
+                        details={"projects": list(token.projects)})
     if body.name in _RESERVED:
         raise ValidationFailed(f"project name {body.name} is reserved", code="NAME_RESERVED")
     project = await platform.store.create_project(
@@ -310,7 +315,8 @@ async def deploy_project(
     """Deploy every service of an environment again (with the configuration as it is now;
     source builds are rebuilt)."""
     deployments = await platform.deploy_environment(project, environment, actor=actor(token),
-                                                    supersede=supersede)
+                                                    supersede=supersede,
+                                                    grant=grant(token, platform))
     return ProjectDeploy(project=project, environment=environment, deployments=[
         deployment_accepted(d, f"deployment #{d.number} queued") for d in deployments])
 

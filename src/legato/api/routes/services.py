@@ -10,7 +10,16 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from legato.api import pagination
-from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses
+from legato.api.deps import (
+    Deployer,
+    IfMatch,
+    PlatformDep,
+    Viewer,
+    actor,
+    error_responses,
+    grant,
+    visible,
+)
 from legato.api.schemas import (
     Accepted,
     DeployRequest,
@@ -36,6 +45,7 @@ from legato.api.schemas import (
 )
 from legato.errors import LegatoError, ValidationFailed
 from legato.runtime.base import LogLine
+from legato.store.models import spec_document, spec_etag
 from legato.timeparse import parse_since
 
 router = APIRouter(tags=["services"])
@@ -50,10 +60,14 @@ async def deploy(
     platform: PlatformDep,
     token: Deployer,
     supersede: Annotated[bool, Query(description="Cancel deployments in flight")] = False,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     """Create or update services from seed 001's payload; each bad service is listed in errors
-    (a service with a deployment in flight too, unless `supersede`)."""
-    result = await platform.deploy(body.services, actor=actor(token), supersede=supersede)
+    (a service with a deployment in flight too, unless `supersede`). If-Match (the ETag of
+    GET /services/{name}/spec) holds for a payload of one service."""
+    result = await platform.deploy(body.services, actor=actor(token), supersede=supersede,
+                                   grant=grant(token, platform), sees=token.sees,
+                                   if_match=if_match)
     if not result.deployed and result.errors:
         # Nothing deployed: answer with the errors' own status when they agree (409 for a
         # deployment in flight, say), else 422.
@@ -75,7 +89,7 @@ async def deploy(
 @router.get("/services", response_model=Page[ServicePublic], responses=error_responses())
 async def list_services(
     platform: PlatformDep,
-    _: Viewer,
+    token: Viewer,
     project: str | None = None,
     environment: str | None = None,
     status: ServiceStatus | None = None,
@@ -85,9 +99,11 @@ async def list_services(
     """Services with replicas desired/current/healthy, by name."""
     after = pagination.decode(cursor)
     if status is None:  # the page comes straight from the store
-        views = await platform.list_views(project, environment, after=after, limit=limit + 1)
+        views = await platform.list_views(project, environment, after=after, limit=limit + 1,
+                                          projects=visible(token))
     else:  # status is live state: filter every service
-        views = [v for v in await platform.list_views(project, environment, after=after)
+        views = [v for v in await platform.list_views(project, environment, after=after,
+                                                      projects=visible(token))
                  if v.status == status]
     page = [service_public(v) for v in views[:limit]]
     more = len(views) > limit
@@ -95,9 +111,10 @@ async def list_services(
 
 
 @router.get("/status", response_model=StatusResponse, responses=error_responses())
-async def status(platform: PlatformDep, _: Viewer, project: str | None = None) -> StatusResponse:
+async def status(platform: PlatformDep, token: Viewer,
+                 project: str | None = None) -> StatusResponse:
     """Seed 001's status shape."""
-    views = await platform.list_views(project)
+    views = await platform.list_views(project, projects=visible(token))
     return StatusResponse(services=[
         StatusEntry(
             name=v.service.name, project=v.service.project, status=v.status,
@@ -116,20 +133,21 @@ async def get_service(name: str, platform: PlatformDep, _: Viewer) -> ServiceDet
 
 
 @router.get("/services/{name}/spec", responses=error_responses(404))
-async def get_spec(name: str, platform: PlatformDep, _: Viewer) -> dict[str, object]:
-    """The spec as applied (with the service's current replica count)."""
-    view = await platform.describe(name)
-    if view.spec is None:
-        return {"name": name}
-    return {**view.spec.to_json(), "replicas": view.service.replicas}
+async def get_spec(name: str, platform: PlatformDep, _: Viewer) -> JSONResponse:
+    """The spec as applied (with the service's current replica count and policies). Its
+    ETag header goes into If-Match of a write, which then fails (412) if the spec changed."""
+    service = await platform.store.get_service(name)
+    document = spec_document(service, platform.store.deployment_now(service))
+    return JSONResponse(document, headers={"ETag": spec_etag(document)})
 
 
 @router.post("/services/{name}/scale", status_code=202, response_model=ScaleResponse,
              responses=error_responses(404))
 async def scale(name: str, body: ScaleRequest, platform: PlatformDep,
-                token: Deployer) -> ScaleResponse:
+                token: Deployer, if_match: IfMatch = None) -> ScaleResponse:
     """Set the replica count; new replicas start in parallel, surplus ones drain first."""
-    service, previous = await platform.scale(name, body.replicas, actor=actor(token))
+    service, previous = await platform.scale(name, body.replicas, actor=actor(token),
+                                             if_match=if_match)
     return ScaleResponse(
         message=f"scaling {name} from {previous} to {service.replicas} replicas", name=name,
         previous_replicas=previous, current_replicas=service.replicas,
@@ -164,7 +182,7 @@ async def restart(
     """Rolling restart: a new deployment of the same spec that replaces every replica, as the
     spec's strategy says (one at a time by default)."""
     deployment = await platform.redeploy(name, actor=actor(token), reason="restart",
-                                         supersede=supersede)
+                                         supersede=supersede, grant=grant(token, platform))
     return Accepted(message="restarting", name=name, deployment_id=deployment.id,
                     status_url=f"/api/v1/deployments/{deployment.id}")
 
@@ -176,9 +194,11 @@ async def remove(
     platform: PlatformDep,
     token: Deployer,
     keep_data: Annotated[bool, Query(description="Keep the service's volumes")] = False,
+    if_match: IfMatch = None,
 ) -> RemoveResponse:
     """Remove the service, its containers and its route (and its volumes, unless keep_data)."""
-    count = await platform.delete(name, keep_data=keep_data, actor=actor(token))
+    count = await platform.delete(name, keep_data=keep_data, actor=actor(token),
+                                  if_match=if_match)
     return RemoveResponse(message="removing", name=name, containers_removed=count,
                           keep_data=keep_data)
 

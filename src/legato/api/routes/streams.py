@@ -30,6 +30,7 @@ from legato.api.schemas import event_public
 from legato.errors import LegatoError, ServiceNotFound, ValidationFailed
 from legato.platform import Platform
 from legato.runtime.base import LogLine
+from legato.store.models import Token
 from legato.timeparse import parse_since
 
 router = APIRouter(tags=["streams"])
@@ -147,16 +148,16 @@ def _int_id(value: str | None) -> int | None:
 
 
 async def event_items(platform: Platform, after: int | None, service: str | None,
-                      type_: str | None) -> AsyncIterator[Item]:
+                      type_: str | None, token: Token) -> AsyncIterator[Item]:
     """Events after `after` (from now when None), then each new one as it is recorded.
     Where "now" is, is settled here, before the stream answers."""
     store = platform.store
     last = await store.last_event_id() if after is None else after
-    return _events_after(platform, last, service, type_)
+    return _events_after(platform, last, service, type_, token)
 
 
 async def _events_after(platform: Platform, last: int, service: str | None,
-                        type_: str | None) -> AsyncIterator[Item]:
+                        type_: str | None, token: Token) -> AsyncIterator[Item]:
     store = platform.store
     bell = asyncio.Event()
 
@@ -172,6 +173,9 @@ async def _events_after(platform: Platform, last: int, service: str | None,
             batch = await store.events_after(last, service=service, type_=type_, limit=_EVENT_PAGE)
             for event in batch:
                 last = event.id
+                owner = store.service_now(event.service)
+                if token.scoped and (owner is None or not token.sees(owner.project)):
+                    continue
                 public = event_public(event).model_dump(mode="json")
                 yield str(event.id), event.type, {**public, "app_name": event.service}
             if len(batch) < _EVENT_PAGE:
@@ -183,15 +187,16 @@ async def _events_after(platform: Platform, last: int, service: str | None,
 @router.get("/events/stream", response_model=None, responses={**error_responses(), **_SSE})
 async def events_stream(
     platform: PlatformDep,
-    _: Viewer,
+    token: Viewer,
     last_event_id_header: LastEventId = None,
     last_event_id: str | None = None,
     service: str | None = None,
     type: str | None = None,
 ) -> StreamingResponse:
-    """Every service's events as they happen (SSE; WebSocket on the same path)."""
+    """Every service's events as they happen (SSE; WebSocket on the same path); a token
+    scoped to projects gets their services' events only."""
     after = _int_id(_last_id(last_event_id_header, last_event_id))
-    return sse(await event_items(platform, after, service, type))
+    return sse(await event_items(platform, after, service, type, token))
 
 
 @router.websocket("/events/stream")
@@ -203,7 +208,8 @@ async def events_socket(websocket: WebSocket, last_event_id: str | None = None,
     except LegatoError as exc:
         await deny_websocket(websocket, exc)
         return
-    await pump(websocket, await event_items(platform, after, service, type))
+    await pump(websocket, await event_items(platform, after, service, type,
+                                            websocket.scope["state"]["token"]))
 
 
 # metrics ----------------------------------------------------------------------------------

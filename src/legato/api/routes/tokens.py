@@ -1,34 +1,85 @@
-"""API tokens: create (shown once), list, revoke. Admin only."""
+"""API tokens, self-service (seed 000's `/api-tokens`, also at `/tokens`): anyone makes tokens
+for itself, no stronger than itself and no wider in scope; an unscoped admin sees and revokes
+every token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from legato.api.deps import Admin, PlatformDep, error_responses
-from legato.api.schemas import Page, TokenCreate, TokenCreated, TokenPublic, token_public
+from fastapi import APIRouter, Query
+
+from legato.api.access_schemas import TokenCreate, TokenCreated, TokenPublic, token_public
+from legato.api.deps import PlatformDep, Viewer, error_responses
+from legato.api.schemas import Page
 from legato.auth import issue_token
+from legato.errors import Forbidden
+from legato.store.access import TokenNotFound
+from legato.store.models import ROLE_RANK, Token
 
 router = APIRouter(tags=["tokens"])
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated,
-             responses=error_responses())
-async def create_token(body: TokenCreate, platform: PlatformDep, _: Admin) -> TokenCreated:
-    """A new token; its plaintext is in this response and nowhere else, ever."""
+async def create_token(body: TokenCreate, platform: PlatformDep, caller: Viewer) -> TokenCreated:
+    """A new token owned by the caller; its plaintext is in this response and nowhere else.
+    Its role is at most the caller's; a caller scoped to projects makes tokens within them."""
+    role = body.role or caller.role
+    if ROLE_RANK[role] > ROLE_RANK[caller.role]:
+        raise Forbidden(f"a {caller.role} cannot make a {role} token", code="ROLE_TOO_HIGH",
+                        details={"role": role, "caller_role": caller.role})
+    projects = tuple(body.projects) or caller.projects
+    if caller.scoped and not set(projects) <= set(caller.projects):
+        raise Forbidden("a scoped token makes tokens within its own projects",
+                        code="TOKEN_SCOPE", details={"projects": list(caller.projects)})
     token, plaintext = await issue_token(
-        platform.store, name=body.name, role=body.role, expires_in_days=body.expires_in_days,
-        projects=tuple(body.projects),
+        platform.store, name=body.name, role=role, expires_in_days=body.expires_in_days,
+        projects=projects, user_id=caller.user_id, cap=platform.access.max_tokens_per_user,
     )
     return TokenCreated(**token_public(token).model_dump(), token=plaintext)
 
 
-@router.get("/tokens", response_model=Page[TokenPublic], responses=error_responses())
-async def list_tokens(platform: PlatformDep, _: Admin) -> Page[TokenPublic]:
-    """Every token's prefix and metadata (never the token)."""
-    return Page(items=[token_public(t) for t in await platform.store.list_tokens()])
+async def list_tokens(
+    platform: PlatformDep, caller: Viewer,
+    all_: Annotated[bool, Query(alias="all", description="Every token (unscoped admins)")] = False,
+    include_revoked: bool = True,
+) -> Page[TokenPublic]:
+    """The caller's API tokens (prefix and metadata, never the token), oldest first."""
+    if all_:
+        _require_platform_admin(caller)
+        tokens = await platform.store.list_tokens(include_revoked=include_revoked)
+    else:
+        tokens = await platform.store.list_tokens(owned_by=caller.principal,
+                                                  include_revoked=include_revoked)
+    return Page(items=[token_public(t) for t in tokens])
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenPublic, responses=error_responses(404))
-async def revoke_token(token_id: str, platform: PlatformDep, _: Admin) -> TokenPublic:
-    """Revoke a token; it answers 401 from now on."""
+async def revoke_token(token_id: str, platform: PlatformDep, caller: Viewer) -> TokenPublic:
+    """Revoke a token (one's own; an unscoped admin: any); it answers 401 from now on."""
+    token = await platform.store.get_token(token_id)
+    if not _may_manage(caller, token):
+        raise TokenNotFound(token_id)
     return token_public(await platform.store.revoke_token(token_id))
+
+
+def _may_manage(caller: Token, token: Token) -> bool:
+    if caller.allows("admin") and not caller.scoped:
+        return True
+    if caller.user_id is not None:
+        return token.user_id == caller.user_id
+    return token.id == caller.id  # a token of no user manages itself
+
+
+def _require_platform_admin(caller: Token) -> None:
+    if not caller.allows("admin") or caller.scoped:
+        raise Forbidden("listing every token needs an unscoped admin token", code="TOKEN_SCOPE")
+
+
+for prefix in ("/tokens", "/api-tokens"):
+    router.add_api_route(prefix, create_token, methods=["POST"], status_code=201,
+                         response_model=TokenCreated, responses=error_responses(409),
+                         name=f"create_token{prefix.replace('/', '_').replace('-', '_')}")
+    router.add_api_route(prefix, list_tokens, methods=["GET"], response_model=Page[TokenPublic],
+                         responses=error_responses(),
+                         name=f"list_tokens{prefix.replace('/', '_').replace('-', '_')}")
+    router.add_api_route(f"{prefix}/{{token_id}}", revoke_token, methods=["DELETE"],
+                         response_model=TokenPublic, responses=error_responses(404),
+                         name=f"revoke_token{prefix.replace('/', '_').replace('-', '_')}")

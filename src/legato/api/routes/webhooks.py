@@ -8,7 +8,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 
-from legato.api.deps import Admin, Deployer, PlatformDep, error_responses
+from legato.api.deps import Deployer, PlatformAdmin, PlatformDep, error_responses, require_project
 from legato.api.schemas import (
     DeliveryResult,
     KeyRotation,
@@ -16,7 +16,7 @@ from legato.api.schemas import (
     WebhookCreated,
     WebhookPublic,
 )
-from legato.errors import ValidationFailed
+from legato.errors import NotFound, ValidationFailed
 from legato.gitops import public
 
 router = APIRouter(tags=["webhooks"])
@@ -24,26 +24,31 @@ MAX_BODY = 5 * 1024 * 1024  # GitHub caps payloads at 25 MB; pushes are far smal
 
 
 @router.get("/webhooks", response_model=list[WebhookPublic], responses=error_responses())
-async def list_webhooks(platform: PlatformDep, _: Deployer,
+async def list_webhooks(platform: PlatformDep, token: Deployer,
                         project: str | None = None) -> list[WebhookPublic]:
     """Registered webhooks (never their secrets)."""
     return [WebhookPublic(**public(h)) for h in await platform.store.list_webhooks(
-        project=project)]
+        project=project) if token.sees(h.project)]
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated,
              responses=error_responses(404))
 async def create_webhook(body: WebhookCreate, platform: PlatformDep,
-                         _: Deployer) -> WebhookCreated:
+                         token: Deployer) -> WebhookCreated:
     """Register a webhook for a project; the secret (given, or made here) is shown once.
     Configure the git host to POST to `url` with it (content type application/json)."""
+    require_project(token, body.project)
     secret = body.secret or secrets.token_urlsafe(32)
     hook = await platform.store.create_webhook(body.project, body.provider, secret)
     return WebhookCreated(**public(hook), secret=secret)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204, responses=error_responses(404))
-async def delete_webhook(webhook_id: str, platform: PlatformDep, _: Deployer) -> None:
+async def delete_webhook(webhook_id: str, platform: PlatformDep, token: Deployer) -> None:
+    if token.scoped and not any(h.id == webhook_id and token.sees(h.project)
+                                for h in await platform.store.list_webhooks()):
+        raise NotFound(f"webhook not found: {webhook_id}", code="WEBHOOK_NOT_FOUND",
+                       details={"id": webhook_id})
     await platform.store.delete_webhook(webhook_id)
 
 
@@ -67,6 +72,6 @@ async def receive(provider: Literal["github", "gitea", "gitlab"], request: Reque
 
 @router.post("/keys/rotate", response_model=KeyRotation, responses=error_responses(),
              tags=["keys"])
-async def rotate_keys(platform: PlatformDep, _: Admin) -> KeyRotation:
+async def rotate_keys(platform: PlatformDep, _: PlatformAdmin) -> KeyRotation:
     """A new data key; every stored value is re-encrypted under it and the old keys deleted."""
     return KeyRotation(**await platform.store.rotate_keys())
