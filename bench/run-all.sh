@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 out="bench/out/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-scripts=(deploy_to_serving scale_out api_list edge_throughput rollout source_deploy wake_latency edge_logging autoscale_reaction access_log_ingest)
+scripts=(deploy_to_serving scale_out api_list edge_throughput rollout source_deploy wake_latency edge_logging autoscale_reaction access_log_ingest guard_overhead)
 failed=()
 for name in "${scripts[@]}"; do
   printf '\033[1m== %s\033[0m\n' "$name" >&2

@@ -48,7 +48,7 @@ class AccessPolicy:
             if unknown:
                 raise ValueError(f"unknown rate limit classes {sorted(unknown)}; "
                                  f"the classes are {list(RATE_CLASSES)}")
-            self.rate_limits = {**DEFAULT_RATE_LIMITS, **{
+            self.rate_limits = {**self.rate_limits, **{
                 k: int(v) for k, v in values["rate_limits"].items()}}
 
     def public(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class Grant:
     """What the caller of a spec-writing operation may do beyond an ordinary spec: None
     (`privileged`) when it may run privileged specs, else why not."""
 
-    refusal: str | None = "only an admin may deploy them"
+    refusal: str | None = "only an admin token scoped to no project may deploy them"
 
     def check(self, spec: ServiceSpec) -> None:
         """Refuse a spec with privileged fields unless granted (every path that writes a
@@ -100,8 +100,8 @@ PRIVILEGED = Grant(refusal=None)
 UNPRIVILEGED = Grant()
 
 
-def grant_for(role_is_admin: bool, policy: AccessPolicy) -> Grant:
-    if not role_is_admin:
+def grant_for(platform_admin: bool, policy: AccessPolicy) -> Grant:
+    if not platform_admin:
         return UNPRIVILEGED
     if not policy.allow_privileged_specs:
         return Grant("they are disabled; an admin enables them with PATCH /api/v1/config "

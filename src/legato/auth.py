@@ -47,9 +47,11 @@ async def issue_token(
     plaintext: str | None = None,
     user_id: str | None = None,
     cap: int | None = None,
+    parent: Token | None = None,
 ) -> tuple[Token, str]:
     """Create an API token; the plaintext is returned here and never again. With `cap`, the
-    owner may hold at most that many active API tokens."""
+    owner may hold at most that many active API tokens. A token made by an API token that
+    expires expires no later (a session's tokens are its user's, and outlive it)."""
     if expires_in_days is not None and expires_in_days not in EXPIRY_DAYS:
         raise ValidationFailed(
             f"expires_in_days must be one of {EXPIRY_DAYS} or null (never)",
@@ -59,9 +61,12 @@ async def issue_token(
     if not TOKEN_PATTERN.match(token):
         raise ValidationFailed("a token must look like lgt_ followed by 43 url-safe characters")
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    if parent is not None and parent.kind == "api" and parent.expires_at is not None:
+        expires_at = min(expires_at or parent.expires_at, parent.expires_at)
     record = await store.create_token(
         name=name, role=role, token_hash=hash_token(token), prefix=display_prefix(token),
         expires_at=expires_at, projects=projects, user_id=user_id, cap=cap,
+        parent_id=parent.id if parent else None,
     )
     return record, token
 

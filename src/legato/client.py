@@ -469,17 +469,71 @@ class Client:
 
     # tokens -----------------------------------------------------------------------------------
 
-    def create_token(self, name: str, role: str = "viewer", expires_in_days: int | None = None,
-                     projects: Iterable[str] = ()) -> JSON:
-        """A new token; its plaintext (`token`) is in this answer only."""
-        body: dict[str, Any] = {"name": name, "role": role, "projects": list(projects)}
+    def create_token(self, name: str, role: str | None = None,
+                     expires_in_days: int | None = None, projects: Iterable[str] = ()) -> JSON:
+        """A new token of the caller's (its role by default, never above it); its plaintext
+        (`token`) is in this answer only."""
+        body: dict[str, Any] = {"name": name, "projects": list(projects)}
+        if role is not None:
+            body["role"] = role
         if expires_in_days is not None:
             body["expires_in_days"] = expires_in_days
         return self._json("POST", "/tokens", json=body)
 
-    def list_tokens(self) -> JSON:
-        """Every token's metadata: {items, next_cursor}."""
-        return self._json("GET", "/tokens")
+    def list_tokens(self, all_tokens: bool = False) -> JSON:
+        """The caller's tokens (every token, for an unscoped admin with `all_tokens`)."""
+        return self._json("GET", "/tokens", params=_params(all=all_tokens or None))
+
+    # users and sessions -----------------------------------------------------------------------
+
+    def log_in(self, email: str, password: str) -> JSON:
+        """A session for a user: {token, expires_at, session, user} (needs no token)."""
+        return self._json("POST", "/auth/login", json={"email": email, "password": password})
+
+    def renew_session(self) -> JSON:
+        return self._json("POST", "/auth/renew")
+
+    def log_out(self) -> JSON:
+        return self._json("POST", "/auth/logout")
+
+    def whoami(self) -> JSON:
+        return self._json("GET", "/auth/me")
+
+    def create_user(self, email: str, role: str = "viewer", name: str = "",
+                    password: str | None = None) -> JSON:
+        """A new user; without a password, the answer holds the one made (shown once)."""
+        body: dict[str, Any] = {"email": email, "role": role, "name": name}
+        if password is not None:
+            body["password"] = password
+        return self._json("POST", "/users", json=body)
+
+    def list_users(self, limit: int | None = None, cursor: str | None = None) -> JSON:
+        return self._json("GET", "/users", params=_params(limit=limit, cursor=cursor))
+
+    def update_user(self, user_id: str, **changes: Any) -> JSON:
+        """Change role, name, disabled or password (with current_password for one's own)."""
+        return self._json("PATCH", f"/users/{_seg(user_id)}", json=changes)
+
+    def delete_user(self, user_id: str) -> JSON:
+        return self._json("DELETE", f"/users/{_seg(user_id)}")
+
+    # activity and notifications ---------------------------------------------------------------
+
+    def activity(self, limit: int | None = None, cursor: str | None = None,
+                 **filters: str | None) -> JSON:
+        """Writes through the API, newest first (filters: actor, action, target, project,
+        result, since)."""
+        return self._json("GET", "/activity", params=_params(limit=limit, cursor=cursor,
+                                                             **filters))
+
+    def notifications(self, unread: bool = False) -> JSON:
+        return self._json("GET", "/notifications", params=_params(unread=unread or None))
+
+    def read_notification(self, notification_id: int | None = None) -> JSON:
+        """Mark one notification read, or all of them without an id."""
+        if notification_id is None:
+            return self._json("POST", "/notifications/read-all")
+        return self._json("POST", f"/notifications/{notification_id}/read")
 
     def revoke_token(self, token_id: str) -> JSON:
         """Revoke a token."""

@@ -169,6 +169,9 @@ class Platform:
         (a service whose deployment is still in flight too, unless `supersede`). A project
         the caller does not `see` is reported as missing; `if_match` holds for a payload of
         one service."""
+        if if_match is not None and len(raw_services) != 1:
+            raise ValidationFailed("If-Match names one spec: send a payload of one service",
+                                   code="IF_MATCH_NEEDS_ONE_SERVICE")
         deployed: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -188,7 +191,7 @@ class Platform:
                                    details={"name": spec.name})
                 service, deployment = await self.store.apply_spec(
                     spec, actor=actor, reason="deploy", supersede=supersede, grant=grant,
-                    if_match=if_match if len(raw_services) == 1 else None)
+                    if_match=if_match)
             except LegatoError as exc:
                 errors.append({"index": index, "name": name, "error": exc.message,
                                "code": exc.code, "status": exc.status, "details": exc.details})
@@ -484,8 +487,13 @@ class Platform:
         """Redeploy every service of an environment (picking up changed configuration; source
         builds are built again)."""
         await self.store.get_environment(project, environment)
+        services = await self.store.list_services(project, environment)
+        for service in services:  # all refused or none: no half-deployed environment
+            current = self.store.deployment_now(service)
+            if current is not None:
+                grant.check(current.spec)
         deployments = []
-        for service in await self.store.list_services(project, environment):
+        for service in services:
             if service.deployment_id:
                 deployments.append(await self.redeploy(
                     service.name, actor=actor, reason=f"deploy of {project}/{environment}",

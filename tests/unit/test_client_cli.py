@@ -534,11 +534,11 @@ def test_cli_tokens_ls_and_revoke(run: Callable[..., Any], api: FakeApi) -> None
 def test_cli_login_verifies_then_writes_private_config(
     run: Callable[..., Any], api: FakeApi, _isolated_config: Path
 ) -> None:
-    api.on("GET", "/api/v1/services", body={"items": [], "next_cursor": None})
+    api.on("GET", "/api/v1/auth/me", body={"actor": "token:ci"})
     result = run("login", "--url", "http://legato.example:6880", "--token", "lgt_new")
     assert result.exit_code == 0, result.output
     assert api.last.headers["authorization"] == "Bearer lgt_new"
-    assert str(api.last.url).startswith("http://legato.example:6880/api/v1/services")
+    assert str(api.last.url) == "http://legato.example:6880/api/v1/auth/me"
     assert stat.S_IMODE(_isolated_config.stat().st_mode) == 0o600
     assert read_config(_isolated_config) == {"url": "http://legato.example:6880", "token": "lgt_new"}
 
@@ -546,12 +546,48 @@ def test_cli_login_verifies_then_writes_private_config(
 def test_cli_login_with_a_bad_token_writes_nothing(
     run: Callable[..., Any], api: FakeApi, _isolated_config: Path
 ) -> None:
-    api.routes[("GET", "/api/v1/services")] = lambda r: error_response(
+    api.routes[("GET", "/api/v1/auth/me")] = lambda r: error_response(
         401, "UNAUTHORIZED", "invalid token")
     result = run("login", "--token", "lgt_wrong")
     assert result.exit_code == 1
     assert "error: invalid token (UNAUTHORIZED)" in result.stderr
     assert not _isolated_config.exists()
+
+
+def test_cli_login_with_an_email_saves_the_session(
+    run: Callable[..., Any], api: FakeApi, _isolated_config: Path
+) -> None:
+    api.on("POST", "/api/v1/auth/login", body={"token": "lgt_session", "expires_at": NOW})
+    api.on("GET", "/api/v1/auth/me", body={"actor": "user:ana@example.com"})
+    result = run("login", "--email", "ana@example.com", input="a long passphrase\n")
+    assert result.exit_code == 0, result.output
+    login = next(r for r in api.requests if r.url.path == "/api/v1/auth/login")
+    assert body(login) == {"email": "ana@example.com", "password": "a long passphrase"}
+    assert api.last.headers["authorization"] == "Bearer lgt_session"
+    assert read_config(_isolated_config)["token"] == "lgt_session"
+
+
+def test_cli_users_activity_and_notifications(run: Callable[..., Any], api: FakeApi) -> None:
+    api.on("POST", "/api/v1/users", 201, {"id": "usr_1", "email": "bo@example.com",
+                                          "role": "deployer", "password": "made-for-bo"})
+    made = run("users", "create", "bo@example.com", "--role", "deployer")
+    assert made.exit_code == 0, made.output
+    assert body(api.last) == {"email": "bo@example.com", "role": "deployer", "name": ""}
+    assert made.stdout == "made-for-bo\n"
+    api.on("PATCH", "/api/v1/users/usr_1", body={"email": "bo@example.com", "role": "viewer",
+                                                 "disabled": True})
+    changed = run("users", "set", "usr_1", "--role", "viewer", "--disable")
+    assert changed.exit_code == 0 and body(api.last) == {"role": "viewer", "disabled": True}
+    api.on("GET", "/api/v1/activity", body={"items": [
+        {"at": NOW, "actor": "user:bo@example.com", "action": "services.scale",
+         "target": "name:web", "status": 202, "request_id": "req_1"}], "next_cursor": None})
+    trail = run("activity", "--result", "failure", "--limit", "5")
+    assert trail.exit_code == 0, trail.output
+    assert dict(api.last.url.params) == {"result": "failure", "limit": "5"}
+    assert "services.scale" in trail.stdout and "req_1" in trail.stdout
+    api.on("POST", "/api/v1/notifications/read-all", body={"marked": 2})
+    read = run("notifications", "--read-all")
+    assert read.exit_code == 0 and read.stdout == "marked 2 read\n"
 
 
 def test_make_client_prefers_flags_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:

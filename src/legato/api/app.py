@@ -15,6 +15,7 @@ from legato import __version__
 from legato.api import errors
 from legato.api.deps import scope_guard
 from legato.api.middleware import ActivityLog, Gate, IdempotencyKeys, RequestID
+from legato.api.ratelimit import RateLimiter
 from legato.api.routes import (
     activity,
     deployments,
@@ -46,6 +47,7 @@ def create_app(platform: Platform, *, guards: bool = True) -> FastAPI:
         docs_url=None,
     )
     app.state.platform = platform
+    app.state.limiter = RateLimiter(lambda: platform.access.rate_limits)
     errors.install(app)
     for module in (services, deployments, projects, groups, webhooks, hooks, tokens, users,
                    activity, monitoring, streams):

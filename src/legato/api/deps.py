@@ -72,8 +72,9 @@ def actor(token: Token) -> str:
 
 
 def grant(token: Token, platform: Platform) -> Grant:
-    """What the caller may deploy beyond an ordinary spec (privileged fields)."""
-    return grant_for(token.allows("admin"), platform.access)
+    """What the caller may deploy beyond an ordinary spec: privileged fields are for admins
+    scoped to no project (a privileged container is the host's, not a project's)."""
+    return grant_for(token.allows("admin") and not token.scoped, platform.access)
 
 
 def visible(token: Token) -> list[str] | None:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from legato.api.errors import deny_websocket, error_response
-from legato.api.ratelimit import RateLimiter, request_class
+from legato.api.ratelimit import RateLimiter, Verdict, request_class
 from legato.auth import authenticate
 from legato.errors import Conflict, LegatoError, ValidationFailed
 from legato.store import Store, Token
@@ -37,6 +37,13 @@ _TOUCH_EVERY_S = 60.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Browsers cannot set headers on a WebSocket: they offer the token as a subprotocol instead.
 BEARER_SUBPROTOCOL = "bearer."
+
+
+def _limited(verdict: Verdict, klass: str) -> LegatoError:
+    return LegatoError(
+        f"rate limit of {verdict.limit} {klass} requests a minute reached; retry in "
+        f"{verdict.reset_s} s", code="RATE_LIMITED", status=429,
+        details={"class": klass, "limit": verdict.limit, "retry_after_s": verdict.reset_s})
 
 
 def _client(scope: Scope) -> str:
@@ -83,13 +90,11 @@ class Gate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._touched: dict[str, float] = {}
-        self._limiter: RateLimiter | None = None
 
-    def _limit(self, scope: Scope) -> RateLimiter:
-        if self._limiter is None:
-            access = scope["app"].state.platform.access
-            self._limiter = RateLimiter(lambda: access.rate_limits)
-        return self._limiter
+    @staticmethod
+    def _limit(scope: Scope) -> RateLimiter:
+        limiter: RateLimiter = scope["app"].state.limiter
+        return limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -108,17 +113,15 @@ class Gate:
                 token = await authenticate(scope["app"].state.platform.store,
                                            request.headers.get("authorization"))
             except LegatoError as exc:
+                # Refused tokens count against the address: guessing is limited too.
                 verdict = self._limit(scope).hit(_client(scope), klass)
-                await self._answer(scope, receive, send, exc, verdict.headers())
+                refusal = exc if verdict.allowed else _limited(verdict, klass)
+                await self._answer(scope, receive, send, refusal, verdict.headers())
                 return
         verdict = self._limit(scope).hit(token.id if token else _client(scope), klass)
         headers = verdict.headers()
         if not verdict.allowed:
-            limited = LegatoError(
-                f"rate limit of {verdict.limit} {klass} requests a minute reached; retry in "
-                f"{verdict.reset_s} s", code="RATE_LIMITED", status=429,
-                details={"class": klass, "limit": verdict.limit, "retry_after_s": verdict.reset_s})
-            await self._answer(scope, receive, send, limited, headers)
+            await self._answer(scope, receive, send, _limited(verdict, klass), headers)
             return
         if token is not None:
             await self._admit(scope, token)
@@ -183,6 +186,8 @@ class ActivityLog:
             await self.app(scope, receive, send)
             return
         status = 500
+        # The project is looked up before the request runs: a removal leaves nothing after.
+        project = await _project_of(scope)
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -194,31 +199,23 @@ class ActivityLog:
             await self.app(scope, receive, send_status)
         finally:
             try:
-                await self._record(scope, status)
+                await self._record(scope, status, project)
             except Exception:
                 log.exception("could not record activity of %s %s", scope.get("method"),
                               scope.get("path"))
 
     @staticmethod
-    async def _record(scope: Scope, status: int) -> None:
+    async def _record(scope: Scope, status: int, project: str | None) -> None:
         platform = scope["app"].state.platform
         state = scope.get("state", {})
         token: Token | None = state.get("token")
         route = scope.get("route")
         params: dict[str, str] = scope.get("path_params") or {}
         target_key = next((k for k in _TARGETS if k in params), None)
-        project = params.get("project")
         path = scope.get("path", "")
-        if project is None and "name" in params and path.startswith("/api/v1/services/"):
-            service = platform.store.service_now(params["name"])
-            project = service.project if service else None
-        if project is None and "deployment_id" in params:
-            try:
-                deployment = await platform.store.get_deployment(params["deployment_id"])
-                service = platform.store.service_now(deployment.service)
-                project = service.project if service else None
-            except LegatoError:
-                pass
+        project = project or state.get("activity_project") or params.get("project")
+        if token is not None and project is not None and not token.sees(project):
+            project = None  # the caller's own record must not name a project it cannot see
         tags = getattr(route, "tags", None) or ["api"]
         action = f"{tags[0]}.{route.name}" if route is not None else "unrouted"
         await platform.store.add_activity(Activity(
@@ -229,6 +226,28 @@ class ActivityLog:
             target=f"{target_key}:{params[target_key]}" if target_key else None,
             project=project, status=status, result="success" if status < 400 else "failure",
             request_id=state.get("request_id", ""), ip=_client(scope)))
+
+
+async def _project_of(scope: Scope) -> str | None:
+    """The project a write acts on, as far as its path tells (before routing: by its shape)."""
+    store: Store = scope["app"].state.platform.store
+    parts: list[str] = str(scope.get("path", "")).split("/")
+    if len(parts) < 5 or parts[:3] != ["", "api", "v1"]:
+        return None
+    kind, key = parts[3], parts[4]
+    if kind == "projects" and key != "check-name":
+        return key
+    if kind == "services":
+        service = store.service_now(key)
+        return service.project if service else None
+    if kind == "deployments":
+        try:
+            deployment = await store.get_deployment(key)
+        except LegatoError:
+            return None
+        service = store.service_now(deployment.service)
+        return service.project if service else None
+    return None
 
 
 def _anonymous(path: str, scope: Scope) -> str:
@@ -266,6 +285,8 @@ class IdempotencyKeys:
         body, more = b"", True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left mid-body: nothing ran, the key stays free
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > _MAX_IDEMPOTENT_BODY:

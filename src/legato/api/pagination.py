@@ -18,6 +18,23 @@ def encode(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
+MAX_ID = 2**63 - 1  # SQLite's integers
+
+
+def number(value: str | None, code: str = "INVALID_CURSOR") -> int | None:
+    """A row id or number given as text (a cursor, an event id), or 422 `code`."""
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        raise ValidationFailed(f"not an id: {value[:40]!r}", code=code)
+    return int(value)
+
+
+def decode_number(cursor: str | None) -> int | None:
+    """The number an opaque cursor stands for, or 422 INVALID_CURSOR."""
+    return number(decode(cursor))
+
+
 def decode(cursor: str | None) -> str | None:
     if not cursor:
         return None

@@ -19,8 +19,11 @@ from legato.cli.output import error, print_json, print_table, when
 from legato.client import JSON, ApiError, Client, ConfigError, load_settings, write_config
 
 app = typer.Typer(help="Legato: run services on Docker behind HAProxy.", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens: create, list, revoke (admin).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens of your own: create, list, revoke.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+users_app = typer.Typer(help="Users who log in with email and password (admin).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
 projects_app = typer.Typer(help="Projects: list, create, remove.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 env_app = typer.Typer(help="Environment variables of a project or environment (encrypted).",
@@ -119,13 +122,22 @@ def server(
 
 
 @app.command()
-def login(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """Check a URL and token against the API, then save them to the config file (0600)."""
+def login(
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    email: Annotated[str | None, typer.Option(
+        "--email", help="Log in as a user (asks for the password): a 7-day session")] = None,
+) -> None:
+    """Check a URL and token (or log in with an email and password), then save them to the
+    config file (0600)."""
     with api_errors():
         settings = load_settings()
+        if email is not None:
+            password = typer.prompt("Password", hide_input=True)
+            # The login route needs no token (any given one is ignored there).
+            token = str(make_client(url or settings.url, token).log_in(email, password)["token"])
         token = token or typer.prompt("Token", hide_input=True)
         client = make_client(url or settings.url, token)
-        client.list_services(limit=1)
+        client.whoami()
         write_config(settings.config_path, client.url, token)
     if as_json:
         print_json({"url": client.url, "config_path": str(settings.config_path)})
@@ -715,7 +727,8 @@ def system(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False)
 @tokens_app.command("create")
 def tokens_create(
     name: Annotated[str, typer.Option("--name", help="What the token is for")],
-    role: Annotated[Role, typer.Option("--role", help="viewer, deployer or admin")] = Role.viewer,
+    role: Annotated[Role | None, typer.Option(
+        "--role", help="viewer, deployer or admin (default: your own; never above it)")] = None,
     expires_in_days: Annotated[int | None, typer.Option(
         "--expires-in-days", help="30, 90, 180 or 365 (default: never)")] = None,
     projects: Annotated[list[str] | None, typer.Option(
@@ -725,7 +738,8 @@ def tokens_create(
     """Create a token; it is printed this once and never again."""
     with api_errors():
         created = make_client(url, token).create_token(
-            name, role.value, expires_in_days=expires_in_days, projects=projects or ())
+            name, role.value if role else None, expires_in_days=expires_in_days,
+            projects=projects or ())
     if as_json:
         print_json(created)
     else:
@@ -747,10 +761,13 @@ def _token_state(item: JSON) -> str:
 
 
 @tokens_app.command("ls")
-def tokens_ls(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """Every token's id, prefix, role and state (never the token)."""
+def tokens_ls(
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    all_tokens: Annotated[bool, typer.Option("--all", help="Every token (unscoped admins)")] = False,
+) -> None:
+    """Your tokens' ids, prefixes, roles and states (never the tokens themselves)."""
     with api_errors():
-        result = make_client(url, token).list_tokens()
+        result = make_client(url, token).list_tokens(all_tokens)
     if as_json:
         print_json(result)
         return
@@ -1063,6 +1080,129 @@ def hooks_redeliver(endpoint_id: EndpointArg, delivery_id: DeliveryArg, url: Url
         result = make_client(url, token).redeliver_webhook(endpoint_id, delivery_id)
     print_json(result) if as_json else typer.echo(
         f"redelivering {delivery_id} as {result['id']}")
+
+
+# users, activity, notifications -----------------------------------------------------------
+
+
+@app.command()
+def whoami(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """The token in use: its role, scope, expiry and user."""
+    with api_errors():
+        me = make_client(url, token).whoami()
+    if as_json:
+        print_json(me)
+        return
+    found = me["token"]
+    scope = ",".join(found["projects"]) or "all projects"
+    typer.echo(f"{me['actor']}: {found['kind']} {found['prefix']}… role {found['role']}, "
+               f"{scope}, expires {when(found.get('expires_at'))}")
+
+
+@users_app.command("ls")
+def users_ls(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Users by email."""
+    with api_errors():
+        result = make_client(url, token).list_users(limit=100)
+    if as_json:
+        print_json(result)
+        return
+    print_table(["ID", "EMAIL", "NAME", "ROLE", "STATE", "LAST LOGIN"],
+                [[u["id"], u["email"], u["name"] or "-", u["role"],
+                  "disabled" if u["disabled"] else "active", when(u.get("last_login_at"))]
+                 for u in result["items"]])
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="Their login")],
+    role: Annotated[Role, typer.Option("--role", help="viewer, deployer or admin")] = Role.viewer,
+    name: Annotated[str, typer.Option("--name")] = "",
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a user with a password made for them, printed this once."""
+    with api_errors():
+        user = make_client(url, token).create_user(email, role.value, name)
+    if as_json:
+        print_json(user)
+        return
+    error(f"created user {user['id']} ({user['email']}, role {user['role']}); their password:")
+    typer.echo(user["password"])
+
+
+@users_app.command("set")
+def users_set(
+    user_id: Annotated[str, typer.Argument(metavar="ID")],
+    role: Annotated[Role | None, typer.Option("--role")] = None,
+    disabled: Annotated[bool | None, typer.Option(
+        "--disable/--enable", help="Disabling revokes every token and session")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Change a user's role, or disable / enable them."""
+    changes: dict[str, Any] = {}
+    if role is not None:
+        changes["role"] = role.value
+    if disabled is not None:
+        changes["disabled"] = disabled
+    if not changes:
+        fail("give --role or --disable/--enable")
+    with api_errors():
+        user = make_client(url, token).update_user(user_id, **changes)
+    print_json(user) if as_json else typer.echo(
+        f"{user['email']}: role {user['role']}, {'disabled' if user['disabled'] else 'active'}")
+
+
+@users_app.command("rm")
+def users_rm(user_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = None,
+             token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove a user (their tokens and sessions are revoked)."""
+    with api_errors():
+        user = make_client(url, token).delete_user(user_id)
+    print_json(user) if as_json else typer.echo(f"removed user {user['email']}")
+
+
+@app.command()
+def activity(
+    project: Annotated[str | None, typer.Option("--project")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="e.g. user:ana@example.com")] = None,
+    result: Annotated[str | None, typer.Option("--result", help="success or failure")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="10m, 2h, 1d or an ISO time")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Writes through the API, newest first: who did what, on what, and how it ended."""
+    with api_errors():
+        page = make_client(url, token).activity(limit=limit, project=project, actor=actor,
+                                                result=result, since=since)
+    if as_json:
+        print_json(page)
+        return
+    print_table(["AT", "ACTOR", "ACTION", "TARGET", "STATUS", "REQUEST"],
+                [[when(a["at"]), a["actor"], a["action"], a.get("target") or "-", a["status"],
+                  a["request_id"]] for a in page["items"]])
+
+
+@app.command()
+def notifications(
+    unread: Annotated[bool, typer.Option("--unread", help="Only those not read yet")] = False,
+    read_all: Annotated[bool, typer.Option("--read-all", help="Mark them all read")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Failed deployments, crash loops and tokens about to expire."""
+    with api_errors():
+        client = make_client(url, token)
+        if read_all:
+            marked = client.read_notification()
+            print_json(marked) if as_json else typer.echo(f"marked {marked['marked']} read")
+            return
+        found = client.notifications(unread=unread)
+    if as_json:
+        print_json(found)
+        return
+    print_table(["ID", "AT", "KIND", "", "TITLE"],
+                [[n["id"], when(n["at"]), n["kind"], " " if n["read"] else "*", n["title"]]
+                 for n in found["items"]])
+    typer.echo(f"{found['unread']} unread")
 
 
 if __name__ == "__main__":

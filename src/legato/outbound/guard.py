@@ -62,11 +62,12 @@ def parse_url(url: str) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
         port = parsed.port  # an invalid port raises here
-    except (httpx.InvalidURL, ValueError) as exc:
+        host = parsed.host  # and an invalid international name here
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
         raise UrlRefused(url, f"not a valid URL ({exc})") from exc
     if parsed.scheme not in ("http", "https"):
         raise UrlRefused(url, "the scheme must be http or https")
-    if not parsed.host:
+    if not host:
         raise UrlRefused(url, "it names no host")
     if parsed.userinfo or "@" in url.split("//", 1)[-1].split("/", 1)[0]:
         raise UrlRefused(url, "credentials in the URL are not allowed; put them in the path "

@@ -350,8 +350,9 @@ def _replica_from_inspect(data: dict[str, Any], node: str) -> Replica:
             if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
                 port = int(binding["HostPort"])
                 break
-    if port is None and labels.get(LABEL_HOST_PORT):  # on the host network
-        port = int(labels[LABEL_HOST_PORT])
+    host_network = (data.get("HostConfig") or {}).get("NetworkMode") == "host"
+    if port is None and host_network and str(labels.get(LABEL_HOST_PORT, "")).isdigit():
+        port = int(labels[LABEL_HOST_PORT])  # its own label (Legato sets it), not an image's
     return Replica(
         id=data["Id"],
         name=data["Name"].lstrip("/"),

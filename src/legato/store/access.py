@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from legato.crypto import Keyring
-from legato.errors import Conflict, NotFound
+from legato.errors import Conflict, NotFound, Unauthorized
 from legato.store.models import ROLE_RANK, Activity, Notification, Token, User
 
 T = TypeVar("T")
@@ -33,7 +33,9 @@ MIGRATION = """
     ALTER TABLE tokens ADD COLUMN user_id TEXT;
     ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
     ALTER TABLE tokens ADD COLUMN expiry_notified_at TEXT;
+    ALTER TABLE tokens ADD COLUMN parent_id TEXT;
     CREATE INDEX tokens_user ON tokens(user_id);
+    CREATE INDEX tokens_parent ON tokens(parent_id);
     CREATE TABLE activity (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at TEXT NOT NULL,
@@ -246,15 +248,22 @@ class AccessRecords:
         kind: str = "api",
         cap: int | None = None,
         replaces: str | None = None,
+        parent_id: str | None = None,
     ) -> Token:
-        """A new token. With `cap`, refused (409) when its owner already has that many active
-        API tokens; `replaces` revokes that token in the same transaction (a renewed session)."""
+        """A new token, made by `parent_id` (a token). With `cap`, refused (409) when its owner
+        (its user; for a token of no user, its parent) already has that many active API
+        tokens; `replaces` revokes that token in the same transaction (a renewed session). A
+        user disabled or deleted meanwhile gets none."""
         token_id = f"tok_{secrets.token_hex(8)}"
 
         def insert(db: sqlite3.Connection) -> Token:
             stamp = _now()
+            if user_id is not None and not db.execute(
+                    "SELECT 1 FROM users WHERE id = ? AND disabled_at IS NULL",
+                    (user_id,)).fetchone():
+                raise Unauthorized("the user is disabled or gone", code="TOKEN_REVOKED")
             if cap is not None:
-                active = _count_active(db, user_id, stamp)
+                active = _count_active(db, user_id, parent_id, stamp)
                 if active >= cap:
                     raise Conflict(
                         f"token limit reached: {active} active tokens (at most {cap}); revoke one",
@@ -264,9 +273,9 @@ class AccessRecords:
                            (_ts(stamp), replaces))
             db.execute(
                 "INSERT INTO tokens (id, name, prefix, hash, role, projects, created_at,"
-                " expires_at, user_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, user_id, kind, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (token_id, name, prefix, token_hash, role, json.dumps(list(projects)),
-                 _ts(stamp), _ts(expires_at), user_id, kind),
+                 _ts(stamp), _ts(expires_at), user_id, kind, parent_id),
             )
             return _load_token(db, token_id)
 
@@ -308,8 +317,11 @@ class AccessRecords:
         if user_id is not None:
             sql, args = sql + " AND t.user_id = ?", [*args, user_id]
         if owned_by is not None:
-            column = "t.user_id" if owned_by.startswith("usr_") else "t.id"
-            sql, args = sql + f" AND {column} = ?", [*args, owned_by]
+            if owned_by.startswith("usr_"):
+                sql, args = sql + " AND t.user_id = ?", [*args, owned_by]
+            else:  # a token of no user: itself and the tokens it made
+                sql = sql + " AND t.user_id IS NULL AND (t.id = ? OR t.parent_id = ?)"
+                args = [*args, owned_by, owned_by]
         if not include_revoked:
             sql += " AND t.revoked_at IS NULL"
         rows = await self._run(lambda db: db.execute(sql + " ORDER BY t.created_at",
@@ -320,10 +332,15 @@ class AccessRecords:
         return await self._run(lambda db: int(db.execute("SELECT COUNT(*) FROM tokens").fetchone()[0]))
 
     async def revoke_token(self, token_id: str) -> Token:
+        """Revoke a token, and with a token of no user every token it made (and so on): they
+        have no user to answer to but it."""
         def revoke(db: sqlite3.Connection) -> Token:
             _load_token(db, token_id)
-            db.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-                       (_ts(_now()), token_id))
+            db.execute(
+                "WITH RECURSIVE made(id) AS (SELECT ? UNION SELECT t.id FROM tokens t"
+                " JOIN made ON t.parent_id = made.id WHERE t.user_id IS NULL)"
+                " UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?)"
+                " WHERE id IN (SELECT id FROM made)", (token_id, _ts(_now())))
             return _load_token(db, token_id)
 
         try:
@@ -369,13 +386,12 @@ class AccessRecords:
         where: list[str] = ["1 = 1"]
         args: list[Any] = []
         if visible_to is not None:
-            own = "actor_id = ?"
             args.append(visible_to)
             if projects is None:
-                where.append(f"({own} OR project IS NOT NULL)")
-            else:
+                where.append("(actor_id = ? OR project IS NOT NULL)")
+            else:  # a scoped token: its own records too only where they touch its projects
                 marks = ", ".join("?" for _ in projects) or "NULL"
-                where.append(f"({own} OR project IN ({marks}))")
+                where.append(f"((actor_id = ? AND project IS NULL) OR project IN ({marks}))")
                 args.extend(projects)
         for column, value in (("actor", actor), ("action", action), ("target", target),
                               ("project", project)):
@@ -531,9 +547,10 @@ def reseal_idempotency(db: sqlite3.Connection, keyring: Keyring) -> int:
     return count
 
 
-def _count_active(db: sqlite3.Connection, user_id: str | None, stamp: datetime) -> int:
-    owner = "user_id = ?" if user_id else "user_id IS NULL"
-    args: tuple[Any, ...] = (user_id,) if user_id else ()
+def _count_active(db: sqlite3.Connection, user_id: str | None, parent_id: str | None,
+                  stamp: datetime) -> int:
+    owner = "user_id = ?" if user_id else "user_id IS NULL AND parent_id IS ?"
+    args: tuple[Any, ...] = (user_id,) if user_id else (parent_id,)
     return int(db.execute(
         f"SELECT COUNT(*) FROM tokens WHERE {owner} AND kind = 'api' AND revoked_at IS NULL"  # noqa: S608
         " AND (expires_at IS NULL OR expires_at > ?)", (*args, _ts(stamp))).fetchone()[0])
@@ -572,6 +589,7 @@ def _token(row: sqlite3.Row) -> Token:
         expires_at=_dt(row["expires_at"]), revoked_at=_dt(row["revoked_at"]),
         last_used_at=_dt(row["last_used_at"]), projects=tuple(json.loads(row["projects"])),
         user_id=row["user_id"], user_email=row["user_email"], kind=row["kind"],
+        parent_id=row["parent_id"],
     )
 
 

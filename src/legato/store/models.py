@@ -148,6 +148,7 @@ class Token:
     user_id: str | None = None
     user_email: str | None = None
     kind: TokenKind = "api"
+    parent_id: str | None = None  # the token that made it
 
     def allows(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]

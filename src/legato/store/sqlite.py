@@ -331,8 +331,12 @@ class Store(ProjectRecords, AccessRecords, HookRecords):
 
     def _check_etag(self, db: sqlite3.Connection, name: str, if_match: str) -> None:
         """PreconditionFailed unless the service's spec (as this transaction sees it) has an
-        ETag that `if_match` names."""
-        service = _load_service(db, name)
+        ETag that `if_match` names (a service that does not exist has none)."""
+        row = db.execute("SELECT * FROM services WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise PreconditionFailed(f"If-Match was given, but {name} has no spec yet",
+                                     details={"name": name, "etag": None})
+        service = _service(row)
         deployment = (self._load_deployment(db, service.deployment_id)
                       if service.deployment_id else None)
         etag = spec_etag(spec_document(service, deployment))

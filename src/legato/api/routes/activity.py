@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from legato.api.access_schemas import (
     ActivityPage,
@@ -15,8 +15,7 @@ from legato.api.access_schemas import (
     notification_public,
 )
 from legato.api.deps import PlatformDep, Viewer, error_responses, visible
-from legato.api.pagination import Limit
-from legato.errors import ValidationFailed
+from legato.api.pagination import MAX_ID, Limit, number
 from legato.store.models import Token
 from legato.timeparse import parse_since
 
@@ -43,11 +42,9 @@ async def list_activity(
 ) -> ActivityPage:
     """Writes through the API, newest first: the caller's own, and those of the projects it
     sees (platform-wide ones, such as users and tokens, for unscoped admins)."""
-    if cursor is not None and not cursor.isdigit():
-        raise ValidationFailed("cursor must come from next_cursor", code="INVALID_CURSOR")
     records = await platform.store.list_activity(
         visible_to=_viewer(token), projects=visible(token),
-        before_id=int(cursor) if cursor else None, limit=limit + 1, actor=actor, action=action,
+        before_id=number(cursor), limit=limit + 1, actor=actor, action=action,
         target=target, project=project, result=result, since=parse_since(since))
     page = records[:limit]
     more = len(records) > limit
@@ -75,7 +72,8 @@ async def read_all(platform: PlatformDep, token: Viewer) -> MarkedRead:
 
 @router.post("/notifications/{notification_id}/read", response_model=MarkedRead,
              responses=error_responses(404))
-async def read_one(notification_id: int, platform: PlatformDep, token: Viewer) -> MarkedRead:
+async def read_one(notification_id: Annotated[int, Path(ge=1, le=MAX_ID)], platform: PlatformDep,
+                   token: Viewer) -> MarkedRead:
     """Mark one notification read (for the caller)."""
     return MarkedRead(marked=await platform.store.mark_read(
         token.principal, visible(token), notification_id))

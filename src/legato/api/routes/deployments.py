@@ -24,7 +24,6 @@ from legato.api.schemas import (
     deployment_public,
 )
 from legato.build.log import BuildLog
-from legato.errors import ValidationFailed
 
 router = APIRouter(tags=["deployments"])
 
@@ -61,11 +60,8 @@ async def list_deployments(
 ) -> Page[DeploymentPublic]:
     """The service's deployments, newest first."""
     await platform.store.get_service(name)
-    before = pagination.decode(cursor)
-    if before is not None and not before.isdigit():
-        raise ValidationFailed("invalid cursor", code="INVALID_CURSOR")
     found = await platform.store.list_deployments(
-        name, before_number=int(before) if before else None, limit=limit + 1)
+        name, before_number=pagination.decode_number(cursor), limit=limit + 1)
     page = found[:limit]
     return Page(items=[deployment_public(d) for d in page],
                 next_cursor=pagination.encode(str(page[-1].number)) if len(found) > limit else None)

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from legato.api import pagination
@@ -43,7 +43,7 @@ from legato.api.schemas import (
     service_detail,
     service_public,
 )
-from legato.errors import LegatoError, ValidationFailed
+from legato.errors import LegatoError
 from legato.runtime.base import LogLine
 from legato.store.models import spec_document, spec_etag
 from legato.timeparse import parse_since
@@ -57,6 +57,7 @@ ServiceStatus = Literal["running", "deploying", "degraded", "crash_loop", "stopp
              responses=error_responses(400))
 async def deploy(
     body: DeployRequest,
+    request: Request,
     platform: PlatformDep,
     token: Deployer,
     supersede: Annotated[bool, Query(description="Cancel deployments in flight")] = False,
@@ -65,6 +66,9 @@ async def deploy(
     """Create or update services from seed 001's payload; each bad service is listed in errors
     (a service with a deployment in flight too, unless `supersede`). If-Match (the ETag of
     GET /services/{name}/spec) holds for a payload of one service."""
+    projects = {s.get("project", "default") for s in body.services if isinstance(s, dict)}
+    if len(projects) == 1:  # for the activity trail
+        request.state.activity_project = str(projects.pop())
     result = await platform.deploy(body.services, actor=actor(token), supersede=supersede,
                                    grant=grant(token, platform), sees=token.sees,
                                    if_match=if_match)
@@ -315,13 +319,10 @@ async def events(
     """What happened to the service, newest first (seed 004): deploy, scaling, health, crash,
     config, lifecycle, error."""
     await platform.store.get_service(name)
-    before = pagination.decode(cursor)
-    if before is not None and not before.isdigit():
-        raise ValidationFailed("invalid cursor", code="INVALID_CURSOR")
     since_at = parse_since(since)
     found = await platform.store.list_events(
         name, type_=type, since=since_at, limit=limit + 1,
-        before_id=int(before) if before else None,
+        before_id=pagination.decode_number(cursor),
     )
     page = found[:limit]
     more = len(found) > limit

@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from starlette.requests import HTTPConnection
 
+from legato.api import pagination
 from legato.api.deps import PlatformDep, Viewer, error_responses
 from legato.api.errors import deny_websocket
 from legato.api.middleware import BEARER_SUBPROTOCOL
@@ -42,13 +44,29 @@ _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
 
 
-def sse(items: AsyncIterator[Item]) -> StreamingResponse:
+async def still_allowed(connection: HTTPConnection) -> bool:
+    """Whether the token a stream was opened with still holds (not revoked, not expired):
+    streams ask at each heartbeat, and end when it no longer does."""
+    token: Token | None = connection.scope.get("state", {}).get("token")
+    if token is None:
+        return True
+    try:
+        current = await connection.app.state.platform.store.get_token(token.id)
+    except LegatoError:
+        return False
+    expired = current.expires_at is not None and current.expires_at <= datetime.now(UTC)
+    return current.revoked_at is None and not expired
+
+
+def sse(items: AsyncIterator[Item], connection: HTTPConnection) -> StreamingResponse:
     async def frames() -> AsyncIterator[bytes]:
         yield b": connected\n\n"
         async with _Feed(items) as feed:
             while True:
                 item = await feed.next(HEARTBEAT_S)
                 if item is _Feed.IDLE:
+                    if not await still_allowed(connection):
+                        return
                     yield b": keep-alive\n\n"
                     continue
                 if item is None:
@@ -107,14 +125,22 @@ async def pump(websocket: WebSocket, items: AsyncIterator[Item]) -> None:
     chosen = next((p for p in offered if not p.startswith(BEARER_SUBPROTOCOL)), None)
     await websocket.accept(subprotocol=chosen)
     closed = asyncio.create_task(_until_closed(websocket))
+    beat = asyncio.create_task(asyncio.sleep(HEARTBEAT_S))
     try:
         async with _Feed(items) as feed:
             while True:
                 following: asyncio.Future[Any] = feed.future()
-                done, _ = await asyncio.wait({following, closed},
+                done, _ = await asyncio.wait({following, closed, beat},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if closed in done:
                     return
+                if beat in done:
+                    if not await still_allowed(websocket):
+                        await websocket.close(code=1008, reason="TOKEN_REVOKED")
+                        return
+                    beat = asyncio.create_task(asyncio.sleep(HEARTBEAT_S))
+                    if following not in done:
+                        continue
                 item = feed.take()
                 if item is None:
                     await websocket.close()
@@ -125,6 +151,7 @@ async def pump(websocket: WebSocket, items: AsyncIterator[Item]) -> None:
         return
     finally:
         closed.cancel()
+        beat.cancel()
 
 
 async def _until_closed(websocket: WebSocket) -> None:
@@ -140,11 +167,7 @@ def _last_id(header: str | None, query: str | None) -> str | None:
 
 
 def _int_id(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise ValidationFailed("last_event_id must be an event id", code="INVALID_EVENT_ID")
-    return int(value)
+    return pagination.number(value, code="INVALID_EVENT_ID")
 
 
 async def event_items(platform: Platform, after: int | None, service: str | None,
@@ -186,6 +209,7 @@ async def _events_after(platform: Platform, last: int, service: str | None,
 
 @router.get("/events/stream", response_model=None, responses={**error_responses(), **_SSE})
 async def events_stream(
+    request: Request,
     platform: PlatformDep,
     token: Viewer,
     last_event_id_header: LastEventId = None,
@@ -196,7 +220,7 @@ async def events_stream(
     """Every service's events as they happen (SSE; WebSocket on the same path); a token
     scoped to projects gets their services' events only."""
     after = _int_id(_last_id(last_event_id_header, last_event_id))
-    return sse(await event_items(platform, after, service, type, token))
+    return sse(await event_items(platform, after, service, type, token), request)
 
 
 @router.websocket("/events/stream")
@@ -236,13 +260,13 @@ async def metric_items(platform: Platform, name: str, after: int | None) -> Asyn
 
 @router.get("/services/{name}/metrics/stream", response_model=None,
             responses={**error_responses(404), **_SSE})
-async def metrics_stream(name: str, platform: PlatformDep, _: Viewer,
+async def metrics_stream(name: str, request: Request, platform: PlatformDep, _: Viewer,
                          last_event_id_header: LastEventId = None,
                          last_event_id: str | None = None) -> StreamingResponse:
     """The service's figures each monitoring round (SSE; WebSocket on the same path)."""
     await platform.store.get_service(name)
     return sse(metric_items(platform, name, _int_id(_last_id(last_event_id_header,
-                                                             last_event_id))))
+                                                             last_event_id))), request)
 
 
 @router.websocket("/services/{name}/metrics/stream")
@@ -298,6 +322,7 @@ async def _log_lines(name: str, lines: AsyncGenerator[LogLine, None],
             responses={**error_responses(400, 404), **_SSE})
 async def logs_stream(
     name: str,
+    request: Request,
     platform: PlatformDep,
     _: Viewer,
     last_event_id_header: LastEventId = None,
@@ -309,7 +334,7 @@ async def logs_stream(
     """The service's log lines as they are written (SSE; WebSocket on the same path)."""
     after = _log_since(_last_id(last_event_id_header, last_event_id))
     return sse(await log_items(platform, name, tail=tail, since=parse_since(since), after=after,
-                               replica=replica))
+                               replica=replica), request)
 
 
 @router.websocket("/services/{name}/logs/stream")

@@ -33,6 +33,7 @@ async def create_token(body: TokenCreate, platform: PlatformDep, caller: Viewer)
     token, plaintext = await issue_token(
         platform.store, name=body.name, role=role, expires_in_days=body.expires_in_days,
         projects=projects, user_id=caller.user_id, cap=platform.access.max_tokens_per_user,
+        parent=caller,
     )
     return TokenCreated(**token_public(token).model_dump(), token=plaintext)
 
@@ -47,8 +48,8 @@ async def list_tokens(
         _require_platform_admin(caller)
         tokens = await platform.store.list_tokens(include_revoked=include_revoked)
     else:
-        tokens = await platform.store.list_tokens(owned_by=caller.principal,
-                                                  include_revoked=include_revoked)
+        tokens = [t for t in await platform.store.list_tokens(
+            owned_by=caller.principal, include_revoked=include_revoked) if _may_manage(caller, t)]
     return Page(items=[token_public(t) for t in tokens])
 
 
@@ -61,11 +62,17 @@ async def revoke_token(token_id: str, platform: PlatformDep, caller: Viewer) -> 
 
 
 def _may_manage(caller: Token, token: Token) -> bool:
+    """An unscoped admin manages every token; anyone else the tokens of its own (its user's,
+    or, for a token of no user, itself and those it made) that are no stronger and no wider
+    than itself."""
     if caller.allows("admin") and not caller.scoped:
         return True
-    if caller.user_id is not None:
-        return token.user_id == caller.user_id
-    return token.id == caller.id  # a token of no user manages itself
+    if token.id == caller.id:
+        return True
+    own = (token.user_id == caller.user_id if caller.user_id is not None
+           else token.user_id is None and token.parent_id == caller.id)
+    within = not caller.scoped or (token.scoped and set(token.projects) <= set(caller.projects))
+    return own and caller.allows(token.role) and within
 
 
 def _require_platform_admin(caller: Token) -> None:

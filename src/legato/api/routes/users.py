@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from legato.api.access_schemas import (
     LoginRequest,
@@ -23,7 +23,7 @@ from legato.api.deps import CurrentToken, PlatformAdmin, PlatformDep, Viewer, er
 from legato.api.pagination import Cursor, Limit, decode, encode
 from legato.api.schemas import Page
 from legato.auth import check_login, hash_password, login, normalize_email, renew
-from legato.errors import Conflict, Forbidden, Unauthorized
+from legato.errors import Conflict, Forbidden, LegatoError, Unauthorized
 from legato.store.access import UserNotFound
 from legato.store.models import Token
 
@@ -100,11 +100,14 @@ async def get_user(user_id: str, platform: PlatformDep, caller: Viewer) -> UserP
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic, responses=error_responses(404, 409))
-async def update_user(user_id: str, body: UserUpdate, platform: PlatformDep,
+async def update_user(user_id: str, body: UserUpdate, request: Request, platform: PlatformDep,
                       caller: Viewer) -> UserPublic:
     """Admins change role, name, password or disabled (which revokes every token of the
     user); users change their own name, and their password given the current one."""
     admin = _require_self_or_admin(caller, user_id)
+    if caller.scoped:
+        raise Forbidden("an account is changed with a token scoped to no project",
+                        code="TOKEN_SCOPE", details={"projects": list(caller.projects)})
     if not admin and (body.role is not None or body.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users", code="INSUFFICIENT_ROLE")
     if user_id == caller.user_id and (body.disabled or (body.role and body.role != caller.role)):
@@ -112,7 +115,7 @@ async def update_user(user_id: str, body: UserUpdate, platform: PlatformDep,
     password_hash = None
     if body.password is not None:
         if user_id == caller.user_id:
-            await _check_current_password(platform, user_id, body.current_password)
+            await _check_current_password(request, platform, user_id, body.current_password)
         password_hash = await hash_password(body.password)
     return user_public(await platform.store.update_user(
         user_id, role=body.role, name=body.name, password_hash=password_hash,
@@ -136,8 +139,14 @@ def _require_self_or_admin(caller: Token, user_id: str) -> bool:
     return False
 
 
-async def _check_current_password(platform: PlatformDep, user_id: str,
+async def _check_current_password(request: Request, platform: PlatformDep, user_id: str,
                                   current: str | None) -> None:
+    """A password check is a login attempt: it counts in the `auth` class, per user."""
+    verdict = request.app.state.limiter.hit(f"password:{user_id}", "auth")
+    if not verdict.allowed:
+        raise LegatoError(f"too many password attempts; retry in {verdict.reset_s} s",
+                          code="RATE_LIMITED", status=429,
+                          details={"class": "auth", "retry_after_s": verdict.reset_s})
     user = await platform.store.get_user(user_id)
     try:
         await check_login(platform.store, user.email, current or "")
