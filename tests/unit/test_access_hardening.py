@@ -260,3 +260,28 @@ async def test_if_match_needs_one_service_and_an_existing_spec(client: httpx.Asy
     new = await client.post("/api/v1/deploy", headers=headers, json={"services": [
         {"name": "one", "image": IMAGE}]})
     assert new.status_code == 412
+
+
+async def test_platform_figures_for_a_scoped_token_cover_its_projects_only(
+    client: httpx.AsyncClient, tokens: Tokens, store: Store, runtime: Any
+) -> None:
+    for name, project in (("alpha-web", "alpha"), ("zebra-web", "zebra"), ("zebra-api", "zebra")):
+        assert (await deploy(client, tokens.admin, name, project)).status_code == 202
+
+    async def started() -> bool:
+        return len(await runtime.list_replicas()) == 3
+
+    for _ in range(200):
+        if await started():
+            break
+        await asyncio.sleep(0.02)
+    token = await scoped(store, "viewer")
+    health = (await client.get("/api/v1/system/health", headers=bearer(token))).json()
+    assert health["components"]["database"]["details"] == {}
+    assert health["components"]["runtime"]["details"]["containers_total"] == 1
+    assert health["applications"]["total"] == 1
+    everything = (await client.get("/api/v1/system/health", headers=bearer(tokens.admin))).json()
+    assert everything["components"]["runtime"]["details"]["containers_total"] == 3
+    metrics = (await client.get("/api/v1/system/metrics", headers=bearer(token))).json()
+    assert [a["name"] for a in metrics["applications"]] == ["alpha-web"]
+    assert metrics["system"]["containers_total"] == 1

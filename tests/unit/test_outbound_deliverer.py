@@ -328,32 +328,38 @@ async def test_an_inactive_endpoint_holds_its_deliveries_until_it_is_active(
     assert done.status == "succeeded"
 
 
-async def test_attempts_in_flight_are_bounded(store: Store, receiver: Receiver) -> None:
+async def test_attempts_in_flight_are_bounded_and_one_per_endpoint(
+    store: Store, receiver: Receiver
+) -> None:
     receiver.delay_s = 0.05
-    hook = await endpoint(store)
-    deliveries = [await ping(store, hook) for _ in range(5)]
-    busy, peak = 0, 0
+    hooks = [await endpoint(store, url=f"{URL}/{index}") for index in range(3)]
+    deliveries = [(hook, await ping(store, hook)) for hook in hooks for _ in range(2)]
+    busy: dict[str, int] = {}
+    peak, peak_per_endpoint = 0, 0
     answer = receiver.__call__
 
     async def counting(request: httpx.Request) -> httpx.Response:
-        nonlocal busy, peak
-        busy += 1
-        peak = max(peak, busy)
+        nonlocal peak, peak_per_endpoint
+        url = str(request.url)
+        busy[url] = busy.get(url, 0) + 1
+        peak = max(peak, sum(busy.values()))
+        peak_per_endpoint = max(peak_per_endpoint, busy[url])
         try:
             return await answer(request)
         finally:
-            busy -= 1
+            busy[url] -= 1
 
     narrow = Deliverer(store, AccessPolicy(), concurrency=2, resolver=dns(),
                        transport=httpx.MockTransport(counting))
     try:
         await narrow.start()
-        for delivery in deliveries:
+        for hook, delivery in deliveries:
             assert (await until_finished(store, hook, delivery.id)).status == "succeeded"
     finally:
         await narrow.close()
-    assert peak == 2
-    assert len(receiver.received) == 5
+    assert peak == 2  # the bound holds across endpoints
+    assert peak_per_endpoint == 1  # a slow endpoint holds up only its own deliveries
+    assert len(receiver.received) == 6
 
 
 # restarts -----------------------------------------------------------------------------------

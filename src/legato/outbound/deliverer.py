@@ -71,6 +71,7 @@ class Deliverer:
         self._wake = asyncio.Event()  # new or finished deliveries
         self._projects: dict[int, str | None] = {}  # event id -> its project when it happened
         self._in_flight: set[str] = set()
+        self._busy: dict[str, str] = {}  # delivery in flight -> its endpoint
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: httpx.AsyncClient | None = None
         self._started = False
@@ -192,14 +193,18 @@ class Deliverer:
         room = self.concurrency - len(self._in_flight)
         if room <= 0:
             return IDLE_WAKEUP_S  # full: a finishing attempt kicks
+        # One attempt in flight per endpoint: a slow endpoint delays only its own deliveries.
         due = await self.store.due_webhook_deliveries(self.clock(), limit=room,
-                                                      exclude=self._in_flight)
+                                                      exclude=self._in_flight,
+                                                      busy=set(self._busy.values()))
         for delivery in due:
             self._in_flight.add(delivery.id)
+            self._busy[delivery.id] = delivery.endpoint_id
             self._spawn(self._attempt(delivery))
         if len(due) == room:
             return IDLE_WAKEUP_S  # full, and maybe more are due: a finishing attempt kicks
-        nxt = await self.store.next_webhook_attempt_at(exclude=self._in_flight)
+        nxt = await self.store.next_webhook_attempt_at(exclude=self._in_flight,
+                                                       busy=set(self._busy.values()))
         if nxt is None:
             return IDLE_WAKEUP_S
         return min(IDLE_WAKEUP_S, max(0.0, (nxt - self.clock()).total_seconds()))
@@ -212,6 +217,7 @@ class Deliverer:
             await asyncio.sleep(1.0)  # still due: not again at once
         finally:
             self._in_flight.discard(delivery.id)
+            self._busy.pop(delivery.id, None)
             self.kick()
 
     async def attempt(self, delivery: WebhookDelivery) -> WebhookDelivery | None:

@@ -327,28 +327,40 @@ class HookRecords:
         return await self._write(insert)
 
     async def due_webhook_deliveries(self, now: datetime, *, limit: int,
-                                     exclude: Collection[str] = ()) -> list[WebhookDelivery]:
-        """Pending deliveries of active endpoints due by `now`, the longest due first."""
+                                     exclude: Collection[str] = (),
+                                     busy: Collection[str] = ()) -> list[WebhookDelivery]:
+        """Pending deliveries of active endpoints due by `now`, the longest due first, at
+        most one per endpoint, none of `busy` endpoints."""
         marks = ", ".join("?" for _ in exclude)
+        busy_marks = ", ".join("?" for _ in busy)
 
         def query(db: sqlite3.Connection) -> list[sqlite3.Row]:
             sql = ("SELECT d.* FROM outbound_deliveries d"
                    " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
                    " WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.active = 1")
-            sql += f" AND d.id NOT IN ({marks}) ORDER BY d.next_attempt_at LIMIT ?"
-            return db.execute(sql, [_ts(now), *exclude, limit]).fetchall()
+            sql += f" AND d.id NOT IN ({marks}) AND d.endpoint_id NOT IN ({busy_marks})"
+            sql += " ORDER BY d.next_attempt_at LIMIT ?"
+            rows = db.execute(sql, [_ts(now), *exclude, *busy, limit * 8]).fetchall()
+            picked: dict[str, sqlite3.Row] = {}
+            for row in rows:
+                picked.setdefault(row["endpoint_id"], row)
+            return list(picked.values())[:limit]
 
         return [_delivery(r) for r in await self._run(query)]
 
-    async def next_webhook_attempt_at(self, exclude: Collection[str] = ()) -> datetime | None:
-        """When the next pending delivery of an active endpoint is due (None: none is)."""
+    async def next_webhook_attempt_at(self, exclude: Collection[str] = (),
+                                      busy: Collection[str] = ()) -> datetime | None:
+        """When the next pending delivery of an active endpoint not `busy` is due (None:
+        none is)."""
         marks = ", ".join("?" for _ in exclude)
+        busy_marks = ", ".join("?" for _ in busy)
 
         def query(db: sqlite3.Connection) -> str | None:
             sql = ("SELECT MIN(d.next_attempt_at) FROM outbound_deliveries d"
                    " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
                    " WHERE d.status = 'pending' AND e.active = 1")
-            row = db.execute(sql + f" AND d.id NOT IN ({marks})", list(exclude)).fetchone()
+            sql += f" AND d.id NOT IN ({marks}) AND d.endpoint_id NOT IN ({busy_marks})"
+            row = db.execute(sql, [*exclude, *busy]).fetchone()
             return str(row[0]) if row and row[0] else None
 
         return _dt(await self._run(query))

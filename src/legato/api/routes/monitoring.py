@@ -47,8 +47,10 @@ from legato.api.schemas import (
     deployment_summary,
 )
 from legato.monitor.requests import Window
-from legato.platform import Platform, validated
+from legato.platform import Platform, ServiceView, validated
+from legato.runtime.base import Replica
 from legato.spec import HealthCheck, Scaling
+from legato.store.models import Token
 
 router = APIRouter(tags=["monitoring"])
 _GB = 1024**3
@@ -217,13 +219,15 @@ async def system_health(platform: PlatformDep, token: Viewer) -> SystemHealth:
     """Database, runtime and edge, each with its response time, and the services' states."""
     found = await platform.timed_checks()
     views = await platform.list_views(projects=visible(token))
-    replicas = platform.reconciler.all_replicas()
+    replicas = _replicas(platform, views, token)
     details = {
-        "database": {"path": str(platform.settings.database_path)},
+        "database": {} if token.scoped else {"path": str(platform.settings.database_path)},
         "runtime": {"kind": platform.runtime.name, "node": platform.runtime.node,
                     "containers_running": sum(1 for r in replicas if r.running),
                     "containers_total": len(replicas)},
-        "edge": {"url": platform.edge.url, "routes": len(platform.edge.routes()),
+        "edge": {"url": platform.edge.url,
+                 "routes": sum(1 for v in views if v.spec and v.spec.routed) if token.scoped
+                 else len(platform.edge.routes()),
                  "access_log": platform.monitor.requests_known},
     }
     components = {
@@ -243,6 +247,13 @@ async def system_health(platform: PlatformDep, token: Viewer) -> SystemHealth:
     )
 
 
+def _replicas(platform: Platform, views: list[ServiceView], token: Token) -> list[Replica]:
+    """Every replica; for a token scoped to projects, those of its services only."""
+    if not token.scoped:
+        return list(platform.reconciler.all_replicas())
+    return [r for v in views for r in v.replicas]
+
+
 @router.get("/system/metrics", response_model=SystemMetrics, responses=error_responses())
 async def system_metrics(platform: PlatformDep, token: Viewer) -> SystemMetrics:
     """The host (CPU, memory, disk), containers, every application (the token sees) and the
@@ -250,11 +261,12 @@ async def system_metrics(platform: PlatformDep, token: Viewer) -> SystemMetrics:
     monitor = platform.monitor
     host = monitor.host.latest
     process = monitor.host.process()
-    replicas = platform.reconciler.all_replicas()
     views = await platform.list_views(projects=visible(token))
+    replicas = _replicas(platform, views, token)
     now = time.time()
     applications, requests, errors, latency_sum, latency_count = [], 0, 0, 0.0, 0
-    totals = monitor.requests.totals()
+    totals = {name: t for name, t in monitor.requests.totals().items()
+              if not token.scoped or name in {v.service.name for v in views}}
     for view in views:
         name = view.service.name
         snap = monitor.snapshot(name, now)

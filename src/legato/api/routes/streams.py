@@ -18,7 +18,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -39,6 +39,7 @@ router = APIRouter(tags=["streams"])
 HEARTBEAT_S = 15.0
 _EVENT_PAGE = 500
 Item = tuple[str, str, dict[str, Any]]  # id, SSE event name, data
+T = TypeVar("T")
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}},
               "description": "Server-Sent Events; the same path also takes a WebSocket"}}
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
@@ -61,10 +62,10 @@ async def still_allowed(connection: HTTPConnection) -> bool:
 def sse(items: AsyncIterator[Item], connection: HTTPConnection) -> StreamingResponse:
     async def frames() -> AsyncIterator[bytes]:
         yield b": connected\n\n"
-        async with _Feed(items) as feed:
+        async with Feed(items) as feed:
             while True:
                 item = await feed.next(HEARTBEAT_S)
-                if item is _Feed.IDLE:
+                if item is Feed.IDLE:
                     if not await still_allowed(connection):
                         return
                     yield b": keep-alive\n\n"
@@ -78,17 +79,17 @@ def sse(items: AsyncIterator[Item], connection: HTTPConnection) -> StreamingResp
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-class _Feed:
+class Feed(Generic[T]):
     """Items with a timeout that does not end the feed: a pending item is waited for again
     (cancelling it would close the generator behind it)."""
 
     IDLE: Any = object()
 
-    def __init__(self, items: AsyncIterator[Item]) -> None:
+    def __init__(self, items: AsyncIterator[T]) -> None:
         self.items = items
-        self._pending: asyncio.Future[Item] | None = None
+        self._pending: asyncio.Future[T] | None = None
 
-    async def __aenter__(self) -> _Feed:
+    async def __aenter__(self) -> Feed[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -99,12 +100,12 @@ class _Feed:
         with contextlib.suppress(Exception):
             await self.items.aclose()  # type: ignore[attr-defined]
 
-    def future(self) -> asyncio.Future[Item]:
+    def future(self) -> asyncio.Future[T]:
         if self._pending is None:
             self._pending = asyncio.ensure_future(anext(self.items))
         return self._pending
 
-    def take(self) -> Item | None:
+    def take(self) -> T | None:
         """The finished item (None: the feed ended)."""
         assert self._pending is not None
         pending, self._pending = self._pending, None
@@ -113,7 +114,7 @@ class _Feed:
         except StopAsyncIteration:
             return None
 
-    async def next(self, timeout_s: float) -> Item | None:
+    async def next(self, timeout_s: float) -> T | None:
         """The next item, None when the feed ended, IDLE after `timeout_s` without one."""
         done, _ = await asyncio.wait({self.future()}, timeout=timeout_s)
         return self.take() if done else self.IDLE
@@ -127,7 +128,7 @@ async def pump(websocket: WebSocket, items: AsyncIterator[Item]) -> None:
     closed = asyncio.create_task(_until_closed(websocket))
     beat = asyncio.create_task(asyncio.sleep(HEARTBEAT_S))
     try:
-        async with _Feed(items) as feed:
+        async with Feed(items) as feed:
             while True:
                 following: asyncio.Future[Any] = feed.future()
                 done, _ = await asyncio.wait({following, closed, beat},
