@@ -183,6 +183,8 @@ async def test_a_stream_ends_when_its_token_is_revoked(
         await store.revoke_token(record.id)
         body = await asyncio.wait_for(response.aread(), 5)  # the stream ends by itself
     assert body.startswith(b": connected")
+    await asyncio.sleep(0.05)
+    assert store.event_listeners == []  # and let go of the store
 
 
 async def test_a_body_cut_short_leaves_its_idempotency_key_free(

@@ -20,7 +20,7 @@ from legato.api.deps import (
     grant,
     visible,
 )
-from legato.api.routes.streams import HEARTBEAT_S, Feed, still_allowed
+from legato.api.routes.streams import framed
 from legato.api.schemas import (
     Accepted,
     DeployRequest,
@@ -243,7 +243,8 @@ async def logs(
     since_at = parse_since(since)
     if follow:
         lines = await platform.follow_logs(name, tail=tail, since=since_at, replica=replica)
-        return StreamingResponse(_sse(lines, format, request), media_type="text/event-stream",
+        return StreamingResponse(framed(_frames(lines, format), request),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     found = await platform.logs(name, tail=tail, since=since_at, replica=replica)
     if format == "json":
@@ -260,25 +261,8 @@ def _text(line: LogLine) -> str:
     return f"{line.replica} {stamp} {line.message}\n"
 
 
-async def _sse(lines: AsyncGenerator[LogLine, None], format: str,
-               connection: Request) -> AsyncIterator[bytes]:
-    """One SSE `data:` frame per line; ends when the client goes (the generator is closed)
-    or, at a heartbeat, when its token no longer holds."""
-    yield b": connected\n\n"
-    async with Feed(_frames(lines, format)) as feed:
-        while True:
-            frame = await feed.next(HEARTBEAT_S)
-            if frame is Feed.IDLE:
-                if not await still_allowed(connection):
-                    return
-                yield b": keep-alive\n\n"
-                continue
-            if frame is None:
-                return
-            yield frame
-
-
 async def _frames(lines: AsyncGenerator[LogLine, None], format: str) -> AsyncIterator[bytes]:
+    """One SSE `data:` frame per line."""
     try:
         async for line in lines:
             if format == "json":

@@ -59,23 +59,32 @@ async def still_allowed(connection: HTTPConnection) -> bool:
     return current.revoked_at is None and not expired
 
 
+async def framed(frames: AsyncIterator[bytes], connection: HTTPConnection) -> AsyncIterator[bytes]:
+    """An SSE body: `: connected`, the frames, a keep-alive comment at each idle heartbeat;
+    it ends with the frames, or at a heartbeat once the caller's token no longer holds."""
+    yield b": connected\n\n"
+    async with Feed(frames) as feed:
+        while True:
+            frame = await feed.next(HEARTBEAT_S)
+            if frame is Feed.IDLE:
+                if not await still_allowed(connection):
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            if frame is None:
+                return
+            yield frame
+
+
 def sse(items: AsyncIterator[Item], connection: HTTPConnection) -> StreamingResponse:
     async def frames() -> AsyncIterator[bytes]:
-        yield b": connected\n\n"
-        async with Feed(items) as feed:
-            while True:
-                item = await feed.next(HEARTBEAT_S)
-                if item is Feed.IDLE:
-                    if not await still_allowed(connection):
-                        return
-                    yield b": keep-alive\n\n"
-                    continue
-                if item is None:
-                    return
-                item_id, event, data = item
+        try:
+            async for item_id, event, data in items:
                 yield f"id: {item_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n".encode()
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]  # its listeners go with it
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
+    return StreamingResponse(framed(frames(), connection), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
