@@ -331,6 +331,7 @@ class HookRecords:
                                      busy: Collection[str] = ()) -> list[WebhookDelivery]:
         """Pending deliveries of active endpoints due by `now`, the longest due first, at
         most one per endpoint, none of `busy` endpoints."""
+        exclude, busy = tuple(exclude), tuple(busy)  # the callers' sets change meanwhile
         marks = ", ".join("?" for _ in exclude)
         busy_marks = ", ".join("?" for _ in busy)
 
@@ -352,6 +353,7 @@ class HookRecords:
                                       busy: Collection[str] = ()) -> datetime | None:
         """When the next pending delivery of an active endpoint not `busy` is due (None:
         none is)."""
+        exclude, busy = tuple(exclude), tuple(busy)  # the callers' sets change meanwhile
         marks = ", ".join("?" for _ in exclude)
         busy_marks = ", ".join("?" for _ in busy)
 
