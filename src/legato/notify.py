@@ -23,28 +23,33 @@ class Notifier:
     def __init__(self, store: Store, interval_s: float = 3600.0) -> None:
         self.store = store
         self.ticker = Ticker(interval_s)
-        self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events: asyncio.Queue[tuple[Event, str]] = asyncio.Queue()
 
     def start(self) -> None:
         self.store.event_listeners.append(self._on_event)
-        self._task = asyncio.create_task(self._run(), name="notifier")
+        self._tasks = [asyncio.create_task(self._run(), name="notifier"),
+                       asyncio.create_task(self._drain(), name="notifier-events")]
 
     async def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.store.event_listeners.remove(self._on_event)
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
-        for task in tasks:
+        while not self._events.empty():  # what was announced before closing is kept
+            await self._notify(*self._events.get_nowait())
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _on_event(self, event: Event) -> None:
         condition = event.details.get("condition")
-        if condition not in _TITLES:
-            return
-        task = asyncio.create_task(self._notify(event, str(condition)))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        if condition in _TITLES:
+            self._events.put_nowait((event, str(condition)))
+
+    async def _drain(self) -> None:
+        """One notification at a time, in the order of their events."""
+        while True:
+            event, condition = await self._events.get()
+            await self._notify(event, condition)
 
     async def _notify(self, event: Event, condition: str) -> None:
         service = self.store.service_now(event.service)
