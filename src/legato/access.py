@@ -4,12 +4,12 @@ outbound webhooks may reach. Set from the environment, changed by PATCH /config.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from legato.config import Settings
 from legato.errors import Forbidden
+from legato.outbound.guard import Network, parse_networks
 from legato.spec import ServiceSpec
 
 # Requests per minute by class (seed 002): per token, or per client address without one.
@@ -22,7 +22,7 @@ class AccessPolicy:
     allow_privileged_specs: bool = False
     max_tokens_per_user: int = 20
     session_days: int = 7
-    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_allowed_hosts: tuple[Network, ...] = ()
     rate_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
 
     @classmethod
@@ -42,7 +42,7 @@ class AccessPolicy:
             if name in values:
                 setattr(self, name, type(getattr(self, name))(values[name]))
         if "webhook_allowed_hosts" in values:
-            self.webhook_allowed_hosts = tuple(parse_networks(values["webhook_allowed_hosts"]))
+            self.webhook_allowed_hosts = parse_networks(values["webhook_allowed_hosts"])
         if "rate_limits" in values:
             unknown = set(values["rate_limits"]) - set(RATE_CLASSES)
             if unknown:
@@ -56,20 +56,9 @@ class AccessPolicy:
             "allow_privileged_specs": self.allow_privileged_specs,
             "max_tokens_per_user": self.max_tokens_per_user,
             "session_days": self.session_days,
-            "webhook_allowed_hosts": list(self.webhook_allowed_hosts),
+            "webhook_allowed_hosts": [str(n) for n in self.webhook_allowed_hosts],
             "rate_limits": dict(self.rate_limits),
         }
-
-
-def parse_networks(values: list[str] | tuple[str, ...]) -> list[str]:
-    """IPs or CIDRs, normalised; ValueError names the first bad one."""
-    networks = []
-    for value in values:
-        try:
-            networks.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
-        except ValueError as exc:
-            raise ValueError(f"not an IP address or network: {value!r}") from exc
-    return networks
 
 
 class PrivilegedSpecRefused(Forbidden):

@@ -5,16 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from legato.store.models import Activity, Notification, Token, User
-
-RoleName = Literal["viewer", "deployer", "admin"]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+from legato.api.schemas import _In
+from legato.store.models import Activity, Notification, Role, Token, User
 
 # users and sessions -----------------------------------------------------------------------
 
@@ -22,14 +16,14 @@ class _In(BaseModel):
 class UserCreate(_In):
     email: str = Field(min_length=3, max_length=254)
     name: str = Field("", max_length=200)
-    role: RoleName = "viewer"
+    role: Role = "viewer"
     password: str | None = Field(None, description="Omitted: one is made and shown once",
                                  max_length=1024)
 
 
 class UserUpdate(_In):
     name: str | None = Field(None, max_length=200)
-    role: RoleName | None = Field(None, description="Admins only")
+    role: Role | None = Field(None, description="Admins only")
     disabled: bool | None = Field(None, description="Admins only; revokes every token")
     password: str | None = Field(None, max_length=1024)
     current_password: str | None = Field(
@@ -58,7 +52,7 @@ class LoginRequest(_In):
 
 class TokenCreate(_In):
     name: str = Field(min_length=1, max_length=100)
-    role: RoleName | None = Field(None, description="At most the caller's; default the caller's")
+    role: Role | None = Field(None, description="At most the caller's; default the caller's")
     expires_in_days: Literal[30, 90, 180, 365] | None = None
     projects: list[str] = Field(default_factory=list, max_length=100)
 

@@ -51,13 +51,26 @@ Deployer = Annotated[Token, Depends(require("deployer"))]
 Admin = Annotated[Token, Depends(require("admin"))]
 
 
+class ScopeRefused(Forbidden):
+    """What a token scoped to projects may not do (`why`)."""
+
+    code = "TOKEN_SCOPE"
+
+    def __init__(self, token: Token, why: str) -> None:
+        super().__init__(why, details={"projects": list(token.projects)})
+
+
+def require_unscoped(token: Token, why: str) -> Token:
+    if token.scoped:
+        raise ScopeRefused(token, why)
+    return token
+
+
 async def _platform_admin(token: Admin) -> Token:
     """Platform-wide operations (users, configuration, keys, every token) need an admin
     token that is not scoped to projects."""
-    if token.scoped:
-        raise Forbidden("this is a platform-wide operation; the token is scoped to projects",
-                        code="TOKEN_SCOPE", details={"projects": list(token.projects)})
-    return token
+    return require_unscoped(token, "this is a platform-wide operation; the token is scoped "
+                                   "to projects")
 
 
 PlatformAdmin = Annotated[Token, Depends(_platform_admin)]
@@ -74,7 +87,7 @@ def actor(token: Token) -> str:
 def grant(token: Token, platform: Platform) -> Grant:
     """What the caller may deploy beyond an ordinary spec: privileged fields are for admins
     scoped to no project (a privileged container is the host's, not a project's)."""
-    return grant_for(token.allows("admin") and not token.scoped, platform.access)
+    return grant_for(token.platform_admin, platform.access)
 
 
 def visible(token: Token) -> list[str] | None:

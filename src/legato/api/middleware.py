@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from legato.api.errors import deny_websocket, error_response
-from legato.api.ratelimit import RateLimiter, Verdict, request_class
+from legato.api.ratelimit import RateLimited, RateLimiter, request_class
 from legato.auth import authenticate
 from legato.errors import Conflict, LegatoError, ValidationFailed
 from legato.store import Store, Token
@@ -37,13 +37,6 @@ _TOUCH_EVERY_S = 60.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Browsers cannot set headers on a WebSocket: they offer the token as a subprotocol instead.
 BEARER_SUBPROTOCOL = "bearer."
-
-
-def _limited(verdict: Verdict, klass: str) -> LegatoError:
-    return LegatoError(
-        f"rate limit of {verdict.limit} {klass} requests a minute reached; retry in "
-        f"{verdict.reset_s} s", code="RATE_LIMITED", status=429,
-        details={"class": klass, "limit": verdict.limit, "retry_after_s": verdict.reset_s})
 
 
 def _client(scope: Scope) -> str:
@@ -115,13 +108,13 @@ class Gate:
             except LegatoError as exc:
                 # Refused tokens count against the address: guessing is limited too.
                 verdict = self._limit(scope).hit(_client(scope), klass)
-                refusal = exc if verdict.allowed else _limited(verdict, klass)
+                refusal = exc if verdict.allowed else RateLimited(verdict, klass)
                 await self._answer(scope, receive, send, refusal, verdict.headers())
                 return
         verdict = self._limit(scope).hit(token.id if token else _client(scope), klass)
         headers = verdict.headers()
         if not verdict.allowed:
-            await self._answer(scope, receive, send, _limited(verdict, klass), headers)
+            await self._answer(scope, receive, send, RateLimited(verdict, klass), headers)
             return
         if token is not None:
             await self._admit(scope, token)
@@ -153,7 +146,7 @@ class Gate:
             token = await authenticate(scope["app"].state.platform.store, header)
             verdict = self._limit(scope).hit(token.id, "reads")
             if not verdict.allowed:
-                raise LegatoError("rate limit reached", code="RATE_LIMITED", status=429)
+                raise RateLimited(verdict, "reads")
         except LegatoError as exc:
             await deny_websocket(websocket, exc)
             return

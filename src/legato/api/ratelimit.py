@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from legato.errors import LegatoError
+
 WINDOW_S = 60.0
 _BULK = (
     ("POST", re.compile(r"^/api/v1/deploy$")),
@@ -47,6 +49,17 @@ class Verdict:
         if not self.allowed:
             values.append((b"retry-after", self.reset_s))
         return [(name, str(value).encode()) for name, value in values]
+
+
+class RateLimited(LegatoError):
+    status = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, verdict: Verdict, klass: str) -> None:
+        super().__init__(
+            f"rate limit of {verdict.limit} {klass} requests a minute reached; retry in "
+            f"{verdict.reset_s} s",
+            details={"class": klass, "limit": verdict.limit, "retry_after_s": verdict.reset_s})
 
 
 class RateLimiter:

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from legato.access import RATE_CLASSES, parse_networks
+from legato.access import RATE_CLASSES
 from legato.gitevents import valid_branch
 from legato.health import HealthState
+from legato.outbound.guard import parse_networks
 from legato.platform import ServiceView
 from legato.spec import ENV_KEY, Slug, valid_repository
 from legato.store import Deployment, DeploymentLog, Event
@@ -797,7 +798,7 @@ class ConfigUpdate(_In):
     @field_validator("webhook_allowed_hosts")
     @classmethod
     def _networks(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else parse_networks(value)
+        return None if value is None else [str(n) for n in parse_networks(value)]
 
     @field_validator("rate_limits")
     @classmethod

@@ -108,8 +108,7 @@ class Deliverer:
 
     async def check_url(self, url: str) -> guard.Target:
         """The URL checked now against the guard and the allow-list, or UrlRefused."""
-        networks = guard.parse_networks(self.access.webhook_allowed_hosts)
-        return await guard.resolve(url, networks, self.resolver)
+        return await guard.resolve(url, self.access.webhook_allowed_hosts, self.resolver)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -78,7 +78,14 @@ def parse_url(url: str) -> httpx.URL:
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    """IPs or CIDRs as networks; ValueError names the first bad one."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"not an IP address or network: {value!r}") from exc
+    return tuple(networks)
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:

@@ -185,10 +185,10 @@ class AccessRecords:
             changes: dict[str, Any] = {"updated_at": stamp}
             if role is not None:
                 changes["role"] = role
-                for other in ROLE_RANK:
-                    if ROLE_RANK[other] > ROLE_RANK[role]:
-                        db.execute("UPDATE tokens SET role = ? WHERE user_id = ? AND role = ?",
-                                   (role, user_id, other))
+                higher = [r for r in ROLE_RANK if ROLE_RANK[r] > ROLE_RANK[role]]
+                marks = ", ".join("?" for _ in higher) or "NULL"
+                db.execute(f"UPDATE tokens SET role = ? WHERE user_id = ? AND role IN ({marks})",  # noqa: S608
+                           (role, user_id, *higher))
             if name is not None:
                 changes["name"] = name
             if password_hash is not None:
@@ -443,6 +443,13 @@ class AccessRecords:
         sql = f"{_NOTIFICATIONS_SELECT} WHERE {where} ORDER BY n.id DESC LIMIT ?"
         rows = await self._run(lambda db: db.execute(sql, (principal, *args, limit)).fetchall())
         return [_notification(r) for r in rows]
+
+    async def count_unread(self, principal: str, projects: Sequence[str] | None) -> int:
+        where, args = _notification_filter(principal, projects)
+        sql = (f"SELECT COUNT(*) FROM notifications n WHERE {where} AND NOT EXISTS"  # noqa: S608
+               " (SELECT 1 FROM notification_reads r WHERE r.notification_id = n.id"
+               " AND r.principal = ?)")
+        return int(await self._run(lambda db: db.execute(sql, (*args, principal)).fetchone()[0]))
 
     async def mark_read(self, principal: str, projects: Sequence[str] | None,
                         notification_id: int | None = None) -> int:

@@ -163,6 +163,11 @@ class Token:
         return bool(self.projects)
 
     @property
+    def platform_admin(self) -> bool:
+        """An admin scoped to no project: the one who may act on the whole installation."""
+        return self.allows("admin") and not self.scoped
+
+    @property
     def principal(self) -> str:
         """Who acts: the user behind the token, or the token itself when it has no user."""
         return self.user_id or self.id

@@ -24,7 +24,7 @@ router = APIRouter(tags=["activity"])
 
 def _viewer(token: Token) -> str | None:
     """An unscoped admin sees every record; anyone else its own and its projects'."""
-    return None if token.allows("admin") and not token.scoped else token.principal
+    return None if token.platform_admin else token.principal
 
 
 @router.get("/activity", response_model=ActivityPage, responses=error_responses())
@@ -59,9 +59,8 @@ async def list_notifications(platform: PlatformDep, token: Viewer, unread: bool 
     the caller sees, and its tokens about to expire."""
     notes = await platform.store.list_notifications(token.principal, visible(token),
                                                     limit=limit, unread=unread)
-    unread_count = len(await platform.store.list_notifications(
-        token.principal, visible(token), limit=50, unread=True))
-    return NotificationList(items=[notification_public(n) for n in notes], unread=unread_count)
+    count = await platform.store.count_unread(token.principal, visible(token))
+    return NotificationList(items=[notification_public(n) for n in notes], unread=count)
 
 
 @router.post("/notifications/read-all", response_model=MarkedRead, responses=error_responses())

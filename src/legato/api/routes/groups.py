@@ -8,9 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from legato.api.deps import Deployer, PlatformDep, Viewer, error_responses, visible
+from legato.api.deps import (
+    Deployer,
+    PlatformDep,
+    Viewer,
+    error_responses,
+    require_unscoped,
+    visible,
+)
 from legato.api.schemas import GroupCreate, GroupPublic, GroupUpdate
-from legato.errors import Forbidden
 from legato.platform import Platform
 from legato.store.models import Group, Token
 
@@ -18,10 +24,8 @@ router = APIRouter(tags=["groups"])
 
 
 async def _unscoped_deployer(token: Deployer) -> Token:
-    if token.scoped:
-        raise Forbidden("groups span projects: a token scoped to projects cannot change them",
-                        code="TOKEN_SCOPE", details={"projects": list(token.projects)})
-    return token
+    return require_unscoped(token, "groups span projects: a token scoped to projects cannot "
+                                   "change them")
 
 
 GroupWriter = Annotated[Token, Depends(_unscoped_deployer)]

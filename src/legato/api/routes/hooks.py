@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from legato.api import pagination
-from legato.api.deps import Deployer, PlatformDep, error_responses
-from legato.errors import Conflict, Forbidden, ValidationFailed
+from legato.api.deps import Deployer, PlatformDep, ScopeRefused, error_responses
+from legato.errors import Conflict, ValidationFailed
 from legato.outbound.payload import ALL_EVENTS, EVENT_TYPES, ping_payload
 from legato.platform import Platform
 from legato.store import Token
@@ -209,8 +209,8 @@ async def create_endpoint(body: WebhookEndpointCreate, platform: PlatformDep,
     HMAC-SHA256(secret, "<t>." + body)>`. A URL that reaches a private address is refused
     (422 WEBHOOK_URL_REFUSED) unless an admin allow-listed it."""
     if token.scoped and (body.project is None or not token.sees(body.project)):
-        raise Forbidden("a token scoped to projects must name one of them as `project`",
-                        code="TOKEN_SCOPE", details={"projects": list(token.projects)})
+        raise ScopeRefused(token, "a token scoped to projects must name one of them as "
+                                  "`project`")
     if body.project is not None:
         await platform.store.get_project(body.project)
     await platform.deliverer.check_url(body.url)

@@ -13,7 +13,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from legato.api import pagination
-from legato.api.deps import Deployer, PlatformDep, Viewer, actor, error_responses, grant, visible
+from legato.api.deps import (
+    Deployer,
+    PlatformDep,
+    ScopeRefused,
+    Viewer,
+    actor,
+    error_responses,
+    grant,
+    visible,
+)
 from legato.api.schemas import (
     AnalysisPublic,
     AnalyzeRequest,
@@ -45,7 +54,7 @@ from legato.api.schemas import (
 )
 from legato.build import git
 from legato.build.analyze import analyze
-from legato.errors import BadRequest, Conflict, Forbidden, ValidationFailed
+from legato.errors import BadRequest, Conflict, ValidationFailed
 from legato.gitops import public as webhook_public
 from legato.platform import Platform
 from legato.spec import ENV_KEY, SLUG_PATTERN
@@ -92,8 +101,7 @@ async def create_project(body: ProjectCreate, platform: PlatformDep,
     """A project, with its `production` environment (on `branch`, default main). A token
     scoped to projects creates only those."""
     if not token.sees(body.name):
-        raise Forbidden("the token is scoped to other projects", code="TOKEN_SCOPE",
-                        details={"projects": list(token.projects)})
+        raise ScopeRefused(token, "the token is scoped to other projects")
     if body.name in _RESERVED:
         raise ValidationFailed(f"project name {body.name} is reserved", code="NAME_RESERVED")
     project = await platform.store.create_project(

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from legato.api.access_schemas import TokenCreate, TokenCreated, TokenPublic, token_public
-from legato.api.deps import PlatformDep, Viewer, error_responses
+from legato.api.deps import PlatformDep, ScopeRefused, Viewer, error_responses
 from legato.api.schemas import Page
 from legato.auth import issue_token
 from legato.errors import Forbidden
@@ -28,8 +28,7 @@ async def create_token(body: TokenCreate, platform: PlatformDep, caller: Viewer)
                         details={"role": role, "caller_role": caller.role})
     projects = tuple(body.projects) or caller.projects
     if caller.scoped and not set(projects) <= set(caller.projects):
-        raise Forbidden("a scoped token makes tokens within its own projects",
-                        code="TOKEN_SCOPE", details={"projects": list(caller.projects)})
+        raise ScopeRefused(caller, "a scoped token makes tokens within its own projects")
     token, plaintext = await issue_token(
         platform.store, name=body.name, role=role, expires_in_days=body.expires_in_days,
         projects=projects, user_id=caller.user_id, cap=platform.access.max_tokens_per_user,
@@ -45,7 +44,8 @@ async def list_tokens(
 ) -> Page[TokenPublic]:
     """The caller's API tokens (prefix and metadata, never the token), oldest first."""
     if all_:
-        _require_platform_admin(caller)
+        if not caller.platform_admin:
+            raise ScopeRefused(caller, "listing every token needs an unscoped admin token")
         tokens = await platform.store.list_tokens(include_revoked=include_revoked)
     else:
         tokens = [t for t in await platform.store.list_tokens(
@@ -65,7 +65,7 @@ def _may_manage(caller: Token, token: Token) -> bool:
     """An unscoped admin manages every token; anyone else the tokens of its own (its user's,
     or, for a token of no user, itself and those it made) that are no stronger and no wider
     than itself."""
-    if caller.allows("admin") and not caller.scoped:
+    if caller.platform_admin:
         return True
     if token.id == caller.id:
         return True
@@ -74,10 +74,6 @@ def _may_manage(caller: Token, token: Token) -> bool:
     within = not caller.scoped or (token.scoped and set(token.projects) <= set(caller.projects))
     return own and caller.allows(token.role) and within
 
-
-def _require_platform_admin(caller: Token) -> None:
-    if not caller.allows("admin") or caller.scoped:
-        raise Forbidden("listing every token needs an unscoped admin token", code="TOKEN_SCOPE")
 
 
 for prefix in ("/tokens", "/api-tokens"):

@@ -19,11 +19,19 @@ from legato.api.access_schemas import (
     token_public,
     user_public,
 )
-from legato.api.deps import CurrentToken, PlatformAdmin, PlatformDep, Viewer, error_responses
+from legato.api.deps import (
+    CurrentToken,
+    PlatformAdmin,
+    PlatformDep,
+    Viewer,
+    error_responses,
+    require_unscoped,
+)
 from legato.api.pagination import Cursor, Limit, decode, encode
+from legato.api.ratelimit import RateLimited
 from legato.api.schemas import Page
 from legato.auth import check_login, hash_password, login, normalize_email, renew
-from legato.errors import Conflict, Forbidden, LegatoError, Unauthorized
+from legato.errors import Conflict, Forbidden, Unauthorized
 from legato.store.access import UserNotFound
 from legato.store.models import Token
 
@@ -105,9 +113,7 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, platform
     """Admins change role, name, password or disabled (which revokes every token of the
     user); users change their own name, and their password given the current one."""
     admin = _require_self_or_admin(caller, user_id)
-    if caller.scoped:
-        raise Forbidden("an account is changed with a token scoped to no project",
-                        code="TOKEN_SCOPE", details={"projects": list(caller.projects)})
+    require_unscoped(caller, "an account is changed with a token scoped to no project")
     if not admin and (body.role is not None or body.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users", code="INSUFFICIENT_ROLE")
     if user_id == caller.user_id and (body.disabled or (body.role and body.role != caller.role)):
@@ -132,7 +138,7 @@ async def delete_user(user_id: str, platform: PlatformDep, caller: PlatformAdmin
 
 def _require_self_or_admin(caller: Token, user_id: str) -> bool:
     """Whether the caller is an unscoped admin; else it must be the user (or it is a 404)."""
-    if caller.allows("admin") and not caller.scoped:
+    if caller.platform_admin:
         return True
     if caller.user_id != user_id:
         raise UserNotFound(user_id)
@@ -144,9 +150,7 @@ async def _check_current_password(request: Request, platform: PlatformDep, user_
     """A password check is a login attempt: it counts in the `auth` class, per user."""
     verdict = request.app.state.limiter.hit(f"password:{user_id}", "auth")
     if not verdict.allowed:
-        raise LegatoError(f"too many password attempts; retry in {verdict.reset_s} s",
-                          code="RATE_LIMITED", status=429,
-                          details={"class": "auth", "retry_after_s": verdict.reset_s})
+        raise RateLimited(verdict, "auth")
     user = await platform.store.get_user(user_id)
     try:
         await check_login(platform.store, user.email, current or "")
