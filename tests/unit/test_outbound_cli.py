@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from typer.testing import CliRunner
 
-from legato.cli import main as cli
-from tests.unit.test_client_cli import TOKEN, URL, FakeApi, error_response
+from tests.unit.test_client_cli import (  # noqa: F401 - the fixtures are used by name
+    FakeApi,
+    _isolated_config,
+    api,
+    error_response,
+    run,
+)
 
 NOW = "2024-05-01T12:00:00Z"
 BASE = "/api/v1/webhook-endpoints"
@@ -24,26 +25,6 @@ DELIVERY = {"id": "whd_1", "endpoint_id": "whe_1", "event_id": 7, "event_type": 
             "status": "failed", "attempts": 2, "last_status_code": 500,
             "last_error": "HTTP 500: down", "redelivery_of": None, "created_at": NOW,
             "finished_at": NOW, "next_attempt_at": None}
-
-
-@pytest.fixture(autouse=True)
-def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("LEGATO_URL", raising=False)
-    monkeypatch.delenv("LEGATO_TOKEN", raising=False)
-    monkeypatch.setenv("LEGATO_CONFIG", str(tmp_path / "config.toml"))
-
-
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
-
-
-@pytest.fixture
-def run(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
-    monkeypatch.setattr(cli, "make_client",
-                        lambda url=None, token=None: api.client(url or URL, token or TOKEN))
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, list(args))
 
 
 def sent(api: FakeApi) -> Any:

@@ -3,9 +3,6 @@ rotation), the event cursor and fan-out, due deliveries, attempts, the delivery 
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,18 +13,9 @@ from legato.crypto import DecryptionFailed
 from legato.errors import LegatoError
 from legato.store import Store
 from legato.store.hooks import OutboundEvent, WebhookEndpoint, endpoint_aad
+from tests.unit.test_store_projects import raw
 
 SECRET = "whsec_" + "s" * 43
-
-
-@contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 async def endpoint(store: Store, **fields: Any) -> WebhookEndpoint:
